@@ -1,0 +1,404 @@
+"""Worklist query latency: DCMTK findscu/echoscu against the daemon on a large store.
+
+    .venv/bin/python bench/cfind.py [--sizes 10000 100000] [--samples 30]
+
+For each size a fresh SQLite store is bulk-loaded with realistic worklist items
+(20 stations CT01..XA04, each with its modality; ~15 % non-ASCII patient names;
+a station-day holds tens of items, so the answer count stays the same while
+the history grows), the daemon is started on it, and every sample is a whole
+DCMTK client process (start, association, C-ECHO or C-FIND, release, exit),
+as a modality console runs it. The query is the one of the peer benchmark
+(../shared/bench-peers/query-ct-station-day.dump): station CT01, one day,
+modality CT, 13 return keys. TCP_NODELAY=1 is set for the DCMTK clients (the
+daemon sets it on its own sockets). Nothing here runs in the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+# Run as a script from anywhere: the repo root must be importable for "bench" and "bridge".
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pydicom import Dataset, dcmread
+
+from bench.common import (
+    DCMTK,
+    PHYSICIANS,
+    PROCEDURES,
+    STATIONS,
+    Person,
+    dcmtk_env,
+    free_port,
+    make_people,
+    median,
+    pct,
+    ratio_line,
+    start_daemon,
+    write_config,
+)
+
+TARGET_RATIO = 1.5  # C-FIND p50 / C-ECHO p50 at 100k items
+WARMUP = 3
+FIRST_DAY = datetime(2025, 6, 1)
+QUERY_STATION, QUERY_MODALITY = "CT01", "CT"
+QUERY_DATE = (FIRST_DAY + timedelta(days=14)).strftime("%Y%m%d")  # 20250615, as in the dump
+EMPTY_DATE = "20990101"  # same query shape, no item on that day
+CHUNK = 1000
+HIDDEN = ("COMPLETED", "DISCONTINUED", "CANCELED")
+UID_ROOT = "1.2.826.0.1.3680043.8.498"
+
+# The peer benchmark's query-ct-station-day.dump, kept here so the benchmark
+# needs nothing outside the repository.
+QUERY_DUMP = """\
+(0008,0050) SH []
+(0008,0090) PN []
+(0010,0010) PN []
+(0010,0020) LO []
+(0010,0030) DA []
+(0010,0040) CS []
+(0020,000d) UI []
+(0032,1060) LO []
+(0040,0100) SQ
+  (fffe,e000) na
+    (0008,0060) CS [{modality}]
+    (0040,0001) AE [{station}]
+    (0040,0002) DA [{date}]
+    (0040,0003) TM []
+    (0040,0006) PN []
+    (0040,0007) LO []
+    (0040,0009) SH []
+  (fffe,e00d) na
+(fffe,e0dd) na
+(0040,1001) SH []
+"""
+
+
+def code_item(code: str, meaning: str) -> Dataset:
+    ds = Dataset()
+    ds.CodeValue = code
+    ds.CodingSchemeDesignator = "99ORD"
+    ds.CodeMeaning = meaning
+    return ds
+
+
+def make_item(i: int, rng: random.Random, person: Person, days: int) -> Dataset:
+    """One stored MWL item: Unicode text, no Specific Character Set (the store's form)."""
+    station, modality, station_name, location = rng.choice(STATIONS)
+    code, text = rng.choice(PROCEDURES[modality])
+    slot = rng.randrange(7 * 4, 19 * 4)
+    status_roll = rng.random()
+    status = ("COMPLETED" if status_roll < 0.05 else "CANCELED" if status_roll < 0.06
+              else "SCHEDULED")
+    ref = "^".join(rng.choice(PHYSICIANS)) + "^^DR"
+    ds = Dataset()
+    ds.AccessionNumber = f"A{i:09d}"
+    ds.InstitutionName = "GENERAL HOSPITAL"
+    ds.ReferringPhysicianName = ref
+    ds.PatientName = person.dicom_name
+    ds.PatientID = person.id
+    ds.IssuerOfPatientID = "HOSP"
+    ds.PatientBirthDate = person.birth
+    ds.PatientSex = person.sex
+    ds.StudyInstanceUID = f"{UID_ROOT}.9.{i}"
+    ds.RequestingPhysician = ref
+    ds.RequestedProcedureDescription = text
+    ds.RequestedProcedureCodeSequence = [code_item(code, text)]
+    ds.RequestedProcedureID = f"RP{i:09d}"
+    ds.RequestedProcedurePriority = rng.choice(("ROUTINE",) * 7 + ("HIGH", "STAT", "LOW"))
+    ds.PlacerOrderNumberImagingServiceRequest = f"PLC{i:09d}"
+    ds.FillerOrderNumberImagingServiceRequest = f"FIL{i:09d}"
+    sps = Dataset()
+    sps.Modality = modality
+    sps.ScheduledStationAETitle = station
+    sps.ScheduledProcedureStepStartDate = (
+        FIRST_DAY + timedelta(days=rng.randrange(days))).strftime("%Y%m%d")
+    sps.ScheduledProcedureStepStartTime = f"{slot // 4:02d}{slot % 4 * 15:02d}00"
+    sps.ScheduledPerformingPhysicianName = "^".join(rng.choice(PHYSICIANS)) + "^^DR"
+    sps.ScheduledProcedureStepDescription = text
+    sps.ScheduledProtocolCodeSequence = [code_item(code, text)]
+    sps.ScheduledProcedureStepID = f"SPS{i:09d}"
+    sps.ScheduledStationName = station_name
+    sps.ScheduledProcedureStepLocation = location
+    sps.ScheduledProcedureStepStatus = status
+    ds.ScheduledProcedureStepSequence = [sps]
+    return ds
+
+
+def is_hit(ds: Dataset) -> bool:
+    sps = ds.ScheduledProcedureStepSequence[0]
+    return (sps.ScheduledStationAETitle == QUERY_STATION and sps.Modality == QUERY_MODALITY
+            and sps.ScheduledProcedureStepStartDate == QUERY_DATE
+            and sps.ScheduledProcedureStepStatus not in HIDDEN)
+
+
+@dataclass
+class Loaded:
+    items: int
+    days: int
+    seconds: float
+    expected: dict[str, str]  # accession -> patient name, of the standard query's answers
+
+
+def bulk_load(db: Path, n: int, per_station_day: int, seed: int) -> Loaded:
+    from bridge.store import SqliteStore
+
+    days = max(30, math.ceil(n / (len(STATIONS) * per_station_day)))
+    rng = random.Random(seed * 7919 + n)
+    people = make_people(rng, max(1, n * 6 // 10))
+    store = SqliteStore(db)
+    store.migrate()
+    expected: dict[str, str] = {}
+    t0 = time.perf_counter()
+    try:
+        for lo in range(0, n, CHUNK):
+            chunk = [make_item(i, rng, rng.choice(people), days)
+                     for i in range(lo, min(lo + CHUNK, n))]
+            expected.update((ds.AccessionNumber, str(ds.PatientName))
+                            for ds in chunk if is_hit(ds))
+
+            def job(tx: Any, chunk: list[Dataset] = chunk) -> None:
+                for ds in chunk:
+                    tx.upsert_step(ds)
+
+            (result,) = store.write([job])
+            if isinstance(result, BaseException):
+                raise result
+        count = store.count_steps()
+    finally:
+        store.close()
+    if count != n:
+        raise RuntimeError(f"store holds {count} items after loading {n}")
+    return Loaded(n, days, time.perf_counter() - t0, expected)
+
+
+# --- DCMTK clients ---
+
+def query_file(folder: Path, date: str) -> Path:
+    dump = folder / f"query-{date}.dump"
+    dump.write_text(QUERY_DUMP.format(modality=QUERY_MODALITY, station=QUERY_STATION,
+                                      date=date), encoding="ascii")
+    out = folder / f"query-{date}.dcm"
+    subprocess.run([str(DCMTK / "dump2dcm"), "--write-xfer-little", str(dump), str(out)],
+                   check=True, capture_output=True)
+    return out
+
+
+def client_args(aec: str) -> list[str]:
+    return ["-aec", aec, "-to", "60", "-ta", "60", "-td", "600"]
+
+
+def timed(cmd: list[str], *, expect_ok: bool = True) -> float:
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, env=dcmtk_env())
+    elapsed = time.perf_counter() - t0
+    if expect_ok and res.returncode != 0:
+        raise RuntimeError(f"{Path(cmd[0]).name} failed ({res.returncode}): "
+                           f"{res.stderr.decode(errors='replace')[-500:]}")
+    return elapsed
+
+
+def series(fn: Callable[[], float], samples: int) -> list[float]:
+    for _ in range(WARMUP):
+        fn()
+    return [fn() * 1000 for _ in range(samples)]
+
+
+def answers(port: int, aec: str, query: Path, folder: Path) -> dict[str, str]:
+    """accession -> decoded patient name of every answer, extracted by findscu -X."""
+    out = folder / f"answers-{time.monotonic_ns()}"
+    out.mkdir()
+    subprocess.run([str(DCMTK / "findscu"), "-W", "-X", "-od", str(out), *client_args(aec),
+                    "127.0.0.1", str(port), str(query)],
+                   check=True, capture_output=True, env=dcmtk_env())
+    result = {}
+    for path in sorted(out.glob("rsp*.dcm")):
+        ds = dcmread(path)
+        result[str(ds.AccessionNumber)] = str(ds.PatientName)
+    return result
+
+
+def store_query_ms(db: Path, query: Path, samples: int) -> tuple[float, float, int]:
+    """The store's share of the query, in-process: (total ms, JSON decode ms, rows).
+
+    The identifier goes through the worklist's own planner, so the store sees
+    exactly the query the SCP gives it; SQL time is total minus decode.
+    """
+    from bridge.config import WorklistSettings
+    from bridge.store import SqliteStore
+    from bridge.store.items import dumps_item, loads_item
+    from bridge.worklist.query import build_query
+
+    planned = build_query(dcmread(query), WorklistSettings())
+    store = SqliteStore(db)
+    try:
+        times, rows = [], []
+        for _ in range(samples + WARMUP):
+            t0 = time.perf_counter()
+            rows = list(store.query(planned.query))
+            times.append((time.perf_counter() - t0) * 1000)
+    finally:
+        store.close()
+    texts = [dumps_item(ds) for ds in rows]
+    t0 = time.perf_counter()
+    for _ in range(samples):
+        for text in texts:
+            loads_item(text)
+    decode = (time.perf_counter() - t0) * 1000 / samples
+    return median(times[WARMUP:]), decode, len(rows)
+
+
+def analyze(db: Path) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("ANALYZE")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def floor(samples: int, query: Path) -> tuple[list[float], list[float]]:
+    """The clients alone: same commands against a loopback port nobody listens on."""
+    port = free_port()
+    echo = [str(DCMTK / "echoscu"), *client_args("NOBODY"), "127.0.0.1", str(port)]
+    find = [str(DCMTK / "findscu"), "-W", "-sr", *client_args("NOBODY"), "127.0.0.1",
+            str(port), str(query)]
+    return (series(lambda: timed(echo, expect_ok=False), samples),
+            series(lambda: timed(find, expect_ok=False), samples))
+
+
+@dataclass
+class SizeResult:
+    loaded: Loaded
+    echo: list[float]
+    find: list[float]
+    find_empty: list[float]
+    answers_ok: bool
+    answer_count: int
+    names_ok: bool
+    server_cpu_ms_per_find: float
+    store_ms: float
+    decode_ms: float
+
+
+def run_size(root: Path, n: int, samples: int, per_station_day: int, seed: int,
+             queries: tuple[Path, Path], *, with_analyze: bool) -> SizeResult:
+    folder = root / f"n{n}"
+    data = folder / "data"
+    data.mkdir(parents=True)
+    db = data / "bridge.sqlite3"
+    print(f"[{n:,} items] loading ...", flush=True)
+    loaded = bulk_load(db, n, per_station_day, seed)
+    print(f"[{n:,} items] loaded in {loaded.seconds:.1f} s ({n / loaded.seconds:,.0f} items/s), "
+          f"{loaded.days} days x {len(STATIONS)} stations, "
+          f"{len(loaded.expected)} expected answers; DB {db.stat().st_size / 1e6:,.0f} MB",
+          flush=True)
+    if with_analyze:
+        analyze(db)
+    store_ms, decode_ms, store_n = store_query_ms(db, queries[0], samples)
+    daemon = start_daemon(write_config(folder, data), data)
+    try:
+        port, aec = daemon.dicom_port, daemon.ae_title
+        got = answers(port, aec, queries[0], folder)
+        echo_cmd = [str(DCMTK / "echoscu"), *client_args(aec), "127.0.0.1", str(port)]
+
+        def find_cmd(q: Path) -> list[str]:
+            return [str(DCMTK / "findscu"), "-W", "-sr", *client_args(aec), "127.0.0.1",
+                    str(port), str(q)]
+
+        echo = series(lambda: timed(echo_cmd), samples)
+        cpu0 = daemon.cpu()
+        find = series(lambda: timed(find_cmd(queries[0])), samples)
+        cpu1 = daemon.cpu()
+        find_empty = series(lambda: timed(find_cmd(queries[1])), samples)
+    finally:
+        rc = daemon.stop()
+    if rc != 0:
+        print(f"warning: daemon exit code {rc}; last log lines:", *daemon.log[-10:], sep="\n  ")
+    if store_n != len(loaded.expected):
+        print(f"warning: in-process store query returned {store_n}, expected "
+              f"{len(loaded.expected)}")
+    return SizeResult(
+        loaded=loaded, echo=echo, find=find, find_empty=find_empty,
+        answers_ok=set(got) == set(loaded.expected), answer_count=len(got),
+        names_ok=got == loaded.expected,
+        server_cpu_ms_per_find=(cpu1 - cpu0) * 1000 / (samples + WARMUP), store_ms=store_ms,
+        decode_ms=decode_ms)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--samples", type=int, default=30)
+    ap.add_argument("--per-station-day", type=int, default=17,
+                    help="average items per station and day; sets the number of days "
+                         "(at least 30)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--analyze", action="store_true",
+                    help="what-if: run SQLite ANALYZE on the loaded store before starting the "
+                         "daemon (the daemon does not do this itself)")
+    args = ap.parse_args(argv)
+    print(f"C-FIND benchmark: DCMTK 3.6.7 clients as whole processes, TCP_NODELAY=1; "
+          f"query {QUERY_STATION} / {QUERY_DATE} / {QUERY_MODALITY} with 13 return keys; "
+          f"{WARMUP} warm-ups + {args.samples} samples per series; SQLite store"
+          f"{' (ANALYZE run after loading)' if args.analyze else ''}")
+    results: list[SizeResult] = []
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="bench-cfind-") as tmp:
+        root = Path(tmp)
+        queries = (query_file(root, QUERY_DATE), query_file(root, EMPTY_DATE))
+        echo_floor, find_floor = floor(args.samples, queries[0])
+        for n in args.sizes:
+            results.append(run_size(root, n, args.samples, args.per_station_day, args.seed,
+                                    queries, with_analyze=args.analyze))
+    print()
+    print(f"client floor (nothing listening): echoscu p50 {median(echo_floor):.1f} ms, "
+          f"findscu p50 {median(find_floor):.1f} ms")
+    print(f"{'items':>8} {'answers':>8} {'C-ECHO p50/p95':>15} {'C-FIND p50/p95':>15} "
+          f"{'0-answer FIND':>14} {'FIND/ECHO':>9} {'srv CPU':>8} {'store':>7}")
+    print(f"{'':>8} {'got/exp':>8} {'ms':>15} {'ms':>15} {'p50 ms':>14} {'p50':>9} "
+          f"{'ms/find':>8} {'ms':>7}")
+    for r in results:
+        exp = len(r.loaded.expected)
+        ok &= r.answers_ok and r.names_ok
+        print(f"{r.loaded.items:>8,} {f'{r.answer_count}/{exp}':>8} "
+              f"{f'{median(r.echo):.1f}/{pct(r.echo, 95):.1f}':>15} "
+              f"{f'{median(r.find):.1f}/{pct(r.find, 95):.1f}':>15} "
+              f"{median(r.find_empty):>14.1f} {median(r.find) / median(r.echo):>9.2f} "
+              f"{r.server_cpu_ms_per_find:>8.1f} {r.store_ms:>7.2f}"
+              f"{'' if r.answers_ok else '  WRONG ANSWERS'}"
+              f"{'' if r.names_ok or not r.answers_ok else '  NAMES DIFFER'}")
+    print()
+    for r in results:
+        n = max(1, len(r.loaded.expected))
+        per_answer = (median(r.find) - median(r.find_empty)) / n
+        print(f"{r.loaded.items:,} items: C-FIND - C-ECHO = "
+              f"{median(r.find) - median(r.echo):.1f} ms, of which the store in-process "
+              f"{r.store_ms:.2f} ms (SQL {r.store_ms - r.decode_ms:.2f} + JSON decode "
+              f"{r.decode_ms:.2f}); per answer {per_answer:.2f} ms (vs the 0-answer query)")
+    big = max(results, key=lambda r: r.loaded.items)
+    print(ratio_line(f"C-FIND p50 / C-ECHO p50 at {big.loaded.items:,} items",
+                     median(big.find) / median(big.echo), TARGET_RATIO,
+                     higher_is_better=False))
+    print("check: answers = expected accession numbers, names decoded (ISO_IR 192):",
+          "yes" if ok else "NO")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""The ``mwl-bridge`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge.config import DEFAULT_CONFIG_NAME, ConfigError, Settings, find_config, load_settings
+
+DESCRIPTION = """\
+mwl-bridge: an HL7 v2 to DICOM Modality Worklist bridge.
+
+It listens for HL7 orders over MLLP (default 127.0.0.1:2575), maps them with
+the files in mappings/ into Scheduled Procedure Steps, stores them (SQLite by
+default, in ./data), and answers modality worklist queries (C-FIND) as a DICOM
+SCP (default AE title MWLBRIDGE on 127.0.0.1:11112).
+
+Quick start:
+  mwl-bridge serve                               start with the defaults
+  mwl-bridge send fixtures/hl7/orm-ct-head.hl7   send an order, print the ACK
+  mwl-bridge worklist                            list what is scheduled
+  findscu -W -k ScheduledProcedureStepSequence[0].Modality=CT \\
+          -aec MWLBRIDGE 127.0.0.1 11112          query it as a modality would
+"""
+
+EPILOG = f"""\
+Configuration: --config FILE, else ./{DEFAULT_CONFIG_NAME} when present, else
+built-in defaults. Any setting can be overridden by an environment variable:
+MWL_BRIDGE_<SECTION>__<KEY>, e.g. MWL_BRIDGE_MLLP__PORT=2576.
+See mwl-bridge.example.yaml and docs/operations.md.
+"""
+
+EXIT_CONFIG = 2
+EXIT_NACK = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_CONFIG
+    return int(args.run(args) or 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mwl-bridge", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", type=Path, default=None,
+                   help=f"config file (default: ./{DEFAULT_CONFIG_NAME} if present)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the daemon (MLLP listener and worklist SCP)")
+    serve.set_defaults(run=_serve)
+
+    check = sub.add_parser("check-config",
+                           help="validate the config and the mapping files, then exit")
+    check.set_defaults(run=_check_config)
+
+    send = sub.add_parser("send", help="send HL7 files over MLLP and print each ACK")
+    send.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                      help="HL7 file(s); a file may hold several messages")
+    send.add_argument("--host", default=None, help="default: mllp.host from the config")
+    send.add_argument("--port", type=int, default=None, help="default: mllp.port")
+    send.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an ACK")
+    send.set_defaults(run=_send)
+
+    wl = sub.add_parser("worklist", help="list stored worklist items as a table")
+    wl.add_argument("--limit", type=int, default=100)
+    wl.set_defaults(run=_worklist)
+    return p
+
+
+def _settings(args: argparse.Namespace) -> Settings | None:
+    path = find_config(args.config)
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print("configuration error:", file=sys.stderr)
+        for err in exc.errors:
+            print(f"  {err}", file=sys.stderr)
+        return None
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.logging.level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # pynetdicom logs request identifiers (patient data) at INFO, and pydicom
+    # quotes invalid values in its WARNINGs; keep both quiet unless the
+    # operator has asked for patient data in the logs.
+    if not settings.logging.log_phi:
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+        logging.getLogger("pydicom").setLevel(logging.ERROR)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
+        return EXIT_CONFIG
+    _setup_logging(settings)
+    from bridge.daemon import Daemon
+    from bridge.mapping import MappingLoadError
+
+    try:
+        asyncio.run(Daemon(settings).run())
+    except MappingLoadError as exc:
+        print("mapping error:", file=sys.stderr)
+        for err in exc.errors:
+            print(f"  {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
+        return EXIT_CONFIG
+    from bridge.mapping import MappingLoadError, load_mappings
+
+    try:
+        mappings = load_mappings(settings.mapping.paths,
+                                 default_station_aet=settings.mapping.default_station_aet)
+    except MappingLoadError as exc:
+        print("mapping error:", file=sys.stderr)
+        for err in exc.errors:
+            print(f"  {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    source = find_config(args.config) or "built-in defaults"
+    print(f"config OK ({source})")
+    print(f"  MLLP     {settings.mllp.host}:{settings.mllp.port}")
+    print(f"  DICOM    {settings.dicom.ae_title} on {settings.dicom.host}:{settings.dicom.port}")
+    store = (settings.sqlite_path if settings.store.backend == "sqlite"
+             else "postgresql")
+    print(f"  store    {store}")
+    print(f"  mappings {', '.join(mappings.names)}")
+    return 0
+
+
+def _send(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
+        return EXIT_CONFIG
+    from bridge.hl7 import ack_code_of, split_messages
+
+    host = args.host or settings.mllp.host
+    port = args.port or settings.mllp.port
+    batches: list[tuple[Path, list[bytes]]] = []
+    for path in args.files:
+        try:
+            batches.append((path, split_messages(path.read_bytes())))
+        except OSError as exc:
+            print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+            return EXIT_CONFIG
+    try:
+        replies = asyncio.run(_send_all(host, port, batches, args.timeout))
+    except (OSError, TimeoutError) as exc:
+        print(f"cannot reach {host}:{port}: {exc or type(exc).__name__}", file=sys.stderr)
+        return EXIT_NACK
+    worst = 0
+    for (path, index), ack in replies:
+        code = ack_code_of(ack)
+        print(f"{path} #{index}: {code or 'no ACK'}")
+        for line in ack.replace(b"\r\n", b"\r").split(b"\r"):
+            if line:
+                print("    " + line.decode("latin-1"))
+        if code not in ("AA", "CA"):
+            worst = EXIT_NACK
+    return worst
+
+
+async def _send_all(host: str, port: int, batches: list[tuple[Path, list[bytes]]],
+                    timeout: float) -> list[tuple[tuple[Path, int], bytes]]:
+    from bridge.hl7 import MllpClient
+
+    client = await MllpClient.connect(host, port, timeout=timeout)
+    out = []
+    try:
+        for path, messages in batches:
+            for i, message in enumerate(messages, 1):
+                out.append(((path, i), await client.send(message, timeout=timeout)))
+    finally:
+        await client.close()
+    return out
+
+
+def _worklist(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
+        return EXIT_CONFIG
+    from bridge.store import open_store
+
+    store = open_store(settings)
+    try:
+        rows = store.list_steps(limit=args.limit)
+        total = store.count_steps()
+    finally:
+        store.close()
+    header = ("DATE", "TIME", "STATION", "MOD", "ACCESSION", "PATIENT ID", "PATIENT NAME",
+              "STATUS")
+    table = [header]
+    for row in rows:
+        ds = row.item
+        sps = ds.ScheduledProcedureStepSequence[0] if ds.get("ScheduledProcedureStepSequence") \
+            else None
+        table.append((
+            _g(sps, "ScheduledProcedureStepStartDate"), _g(sps, "ScheduledProcedureStepStartTime"),
+            _g(sps, "ScheduledStationAETitle"), _g(sps, "Modality"), _g(ds, "AccessionNumber"),
+            _g(ds, "PatientID"), _g(ds, "PatientName"), row.sps_status))
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for r in table:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    print(f"({len(rows)} of {total} item(s))")
+    return 0
+
+
+def _g(ds: object, keyword: str) -> str:
+    if ds is None:
+        return ""
+    value = getattr(ds, keyword, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str) and hasattr(value, "__iter__") and keyword.endswith("Title"):
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

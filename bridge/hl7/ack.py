@@ -1,0 +1,145 @@
+"""HL7 acknowledgements (ACK with MSA and ERR) in the sender's own delimiters.
+
+One ACK has to satisfy both generations of receivers: a v2.3.1 system reads
+only ERR-1 (ELD), a v2.5 system reads ERR-2/3/4/8. Both are filled, so the
+sender's version does not have to be guessed right for the error to be seen.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from bridge.hl7.charset import BOM
+from bridge.hl7.message import Delimiters, HL7ParseError, Segment, escape, parse_message
+
+# HL7 table 0357, message error condition codes. 104 exists from v2.6 on; it
+# is the honest code for "too long for a DICOM SH", and older receivers still
+# get the text beside it.
+_TABLE_0357: dict[int, str] = {
+    0: "Message accepted",
+    100: "Segment sequence error",
+    101: "Required field missing",
+    102: "Data type error",
+    103: "Table value not found",
+    104: "Value too long",
+    200: "Unsupported message type",
+    201: "Unsupported event code",
+    202: "Unsupported processing id",
+    203: "Unsupported version id",
+    204: "Unknown key identifier",
+    205: "Duplicate key identifier",
+    206: "Application record locked",
+    207: "Application internal error",
+}
+_ACK_CODES = frozenset({"AA", "AE", "AR", "CA", "CE", "CR"})
+_SEVERITIES = frozenset({"E", "W", "I", "F"})
+_FIRST_LINE = re.compile(r"[\r\n]")
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorDetail:
+    """One ERR segment. ``location`` is an ERL written with "^" ("PID^1^3^1^1"), or ""."""
+
+    code: int
+    location: str
+    text: str
+    severity: str = "E"
+
+    def __post_init__(self) -> None:
+        if self.code not in _TABLE_0357:
+            raise ValueError(f"{self.code} is not an HL7 table 0357 error code")
+        if self.severity not in _SEVERITIES:
+            raise ValueError(f"severity {self.severity!r} is not one of E, W, I, F")
+
+
+def hl7_error_text(code: int) -> str:
+    """The standard table 0357 name of an error code (KeyError when unknown)."""
+    return _TABLE_0357[code]
+
+
+def read_header(text: str) -> Segment | None:
+    """The MSH of a message, parsed alone; None when the first line is no readable MSH.
+
+    Only the first line is tokenized, so garbage in later segments cannot
+    prevent an ACK that names the message.
+    """
+    text = text.lstrip("\ufeff \t\r\n\x0b")
+    match = _FIRST_LINE.search(text)
+    try:
+        return parse_message(text[:match.start()] if match else text).msh
+    except HL7ParseError:
+        return None
+
+
+def read_header_bytes(frame: bytes) -> Segment | None:
+    """read_header for a frame whose charset is unknown or broken.
+
+    MSH is ASCII in every charset HL7 uses over MLLP, so Latin-1 (which
+    never fails) reads it faithfully enough to answer with an AR.
+    """
+    data = frame.lstrip(b"\x0b\r\n \t")
+    if data.startswith(BOM):
+        data = data[len(BOM):]
+    return read_header(data.decode("latin-1"))
+
+
+def _version(msh: Segment) -> tuple[int, ...]:
+    parts = msh.value(12).strip().split(".")
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        return ()
+
+
+def _join(fields: list[str], sep: str) -> str:
+    while fields and fields[-1] == "":
+        fields.pop()
+    return sep.join(fields)
+
+
+def _err_segment(detail: ErrorDetail, d: Delimiters) -> str:
+    standard = hl7_error_text(detail.code)
+    location = [escape(part, d) for part in detail.location.split("^")] if detail.location else []
+    seg, seq, fld = ([*location, "", "", ""])[:3]
+    code_v231 = d.subcomponent.join([str(detail.code), escape(standard, d), "HL70357"])
+    fields = [
+        "ERR",
+        d.component.join([seg, seq, fld, code_v231]),  # ERR-1 ELD (v2.3.1)
+        d.component.join(location),  # ERR-2 ERL
+        d.component.join([str(detail.code), escape(standard, d), "HL70357"]),  # ERR-3
+        detail.severity,  # ERR-4
+        "", "", "",  # ERR-5..7
+        escape(detail.text, d),  # ERR-8 user message
+    ]
+    return _join(fields, d.field)
+
+
+def build_ack(msh: Segment, ack_code: str, *, errors: Sequence[ErrorDetail] = (),
+              text: str = "", control_id: str, now: datetime) -> str:
+    """An ACK for the message whose header is ``msh``, as ER7 text with CR segment ends."""
+    if ack_code not in _ACK_CODES:
+        raise ValueError(f"{ack_code!r} is not an HL7 acknowledgment code")
+    d = msh.delimiters
+    trigger = escape(msh.value(9, 2), d)
+    if _version(msh) >= (2, 4):
+        message_type = d.component.join(["ACK", trigger, "ACK"])
+    else:
+        message_type = d.component.join(["ACK", trigger]) if trigger else "ACK"
+    header = [
+        "MSH", msh.raw(2),
+        msh.raw(5), msh.raw(6), msh.raw(3), msh.raw(4),  # MSH-3..6, sender and receiver swapped
+        now.strftime("%Y%m%d%H%M%S"), "",  # MSH-7, MSH-8
+        message_type, escape(control_id, d),  # MSH-9, MSH-10
+        msh.raw(11) or "P", msh.raw(12),  # MSH-11, MSH-12
+        "", "", "", "", "",  # MSH-13..17
+        msh.raw(18),
+    ]
+    segments = [
+        _join(header, d.field),
+        _join(["MSA", ack_code, msh.raw(10), escape(text, d)], d.field),
+        *(_err_segment(detail, d) for detail in errors),
+    ]
+    return "\r".join(segments) + "\r"

@@ -1,0 +1,167 @@
+"""Typed conversions from HL7 v2 data types to DICOM values (the ``as:`` of a value).
+
+Text conversions take one string (an HL7 TS/DTM):
+    DA   date part, YYYYMMDD (a partial date is an error: DA has no partial form)
+    TM   time part, HHMMSS[.F] (seconds padded with 00); empty when the TS has no time
+    DT   the whole TS as a DICOM DT, offset included
+    TZ   the UTC offset suffix (+HHMM), for Timezone Offset From UTC (0008,0201)
+
+Structured conversions take the parts of one repetition (its components), or
+of one component (its sub-components) when the path addresses a component:
+    PN        XPN family^given^middle^suffix^prefix -> PN family^given^middle^prefix^suffix
+    PN_XCN    XCN id^family^given^middle^suffix^prefix -> PN
+    CODE      CE/CWE code^text^scheme -> one code sequence item
+    CODE_ALT  CE/CWE components 4-6 (the alternate code) -> one code sequence item
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydicom import Dataset
+from pydicom.dataelem import DataElement
+
+from bridge.hl7.message import Repetition
+from bridge.mapping import vr
+from bridge.mapping.vr import VRProblem
+
+_TS = re.compile(r"([0-9]{4})([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2})?"
+                 r"(\.[0-9]{1,6})?([+-][0-9]{4})?")
+
+# HL7 table 0396 "L": a local code. A code item needs a scheme (Type 1C with a code value).
+LOCAL_SCHEME = "L"
+
+
+class ConversionError(ValueError):
+    """A value the conversion cannot turn into its DICOM form; no value in the message."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(problem)
+
+
+def _ts(text: str) -> re.Match[str]:
+    m = _TS.fullmatch(text.strip())
+    if not m:
+        raise ConversionError("is not an HL7 date/time (YYYYMMDD[HHMM[SS[.S]]][+/-ZZZZ])")
+    return m
+
+
+def _checked(kind: str, value: str) -> str:
+    try:
+        vr.fit(kind, value)
+    except VRProblem as exc:
+        raise ConversionError(exc.problem) from None
+    return value
+
+
+def to_da(text: str) -> str:
+    m = _ts(text)
+    if not m.group(3):
+        raise ConversionError("has no full date (VR DA needs YYYYMMDD)")
+    return _checked("DA", m.group(1) + m.group(2) + m.group(3))
+
+
+def to_tm(text: str) -> str:
+    m = _ts(text)
+    if not m.group(4):
+        return ""
+    value = m.group(4) + (m.group(5) or "00") + (m.group(6) or "00") + (m.group(7) or "")
+    return _checked("TM", value)
+
+
+def to_dt(text: str) -> str:
+    m = _ts(text)
+    return _checked("DT", "".join(g for g in m.groups() if g))
+
+
+def to_tz(text: str) -> str:
+    offset = _ts(text).group(8)
+    if not offset:
+        return ""
+    try:
+        vr.check_offset(offset)
+    except VRProblem as exc:
+        raise ConversionError(exc.problem) from None
+    return offset
+
+
+def _part(parts: Repetition, comp: int, sub: int = 1) -> str:
+    if comp > len(parts):
+        return ""
+    subs = parts[comp - 1]
+    return subs[sub - 1].strip() if sub <= len(subs) else ""
+
+
+def _family(parts: Repetition, comp: int) -> str:
+    # FN: surname & own surname prefix ("Beethoven&van" -> "van Beethoven").
+    surname, prefix = _part(parts, comp), _part(parts, comp, 2)
+    return f"{prefix} {surname}" if prefix and surname else surname or prefix
+
+
+def _pn(components: list[str]) -> str:
+    for c in components:
+        if "^" in c or "=" in c:
+            raise ConversionError("has '^' or '=' inside a name part, which VR PN does not allow")
+    return "^".join(components).rstrip("^")
+
+
+def xpn_to_pn(parts: Repetition, truncate: bool = False) -> str:
+    return _pn([_family(parts, 1), _part(parts, 2), _part(parts, 3), _part(parts, 5),
+                _part(parts, 4)])
+
+
+def xcn_to_pn(parts: Repetition, truncate: bool = False) -> str:
+    return _pn([_family(parts, 2), _part(parts, 3), _part(parts, 4), _part(parts, 6),
+                _part(parts, 5)])
+
+
+def _code_item(parts: Repetition, first: int, truncate: bool) -> Dataset | None:
+    code = _part(parts, first)
+    if not code:
+        return None
+    meaning = _part(parts, first + 1) or code
+    scheme = _part(parts, first + 2) or LOCAL_SCHEME
+    item = Dataset()
+    # PS3.3 8.8: a code longer than 16 characters goes in Long Code Value (UC).
+    fields = [(0x00080119, "UC", "LongCodeValue", code) if len(code) > 16
+              else (0x00080100, "SH", "CodeValue", code),
+              (0x00080102, "SH", "CodingSchemeDesignator", scheme),
+              (0x00080104, "LO", "CodeMeaning", meaning)]
+    for tag, kind, keyword, value in fields:
+        try:
+            value = vr.fit(kind, value, truncate=truncate)
+        except VRProblem as exc:
+            raise ConversionError(f"{keyword} {exc.problem}") from None
+        item.add(DataElement(tag, kind, value, validation_mode=0))
+    return item
+
+
+def code_item(parts: Repetition, truncate: bool = False) -> Dataset | None:
+    return _code_item(parts, 1, truncate)
+
+
+def alt_code_item(parts: Repetition, truncate: bool = False) -> Dataset | None:
+    return _code_item(parts, 4, truncate)
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    name: str
+    target_vrs: frozenset[str]
+    text: Callable[[str], str] | None = None
+    structured: Callable[[Repetition, bool], object] | None = None
+
+
+CONVERSIONS: dict[str, Conversion] = {
+    "DA": Conversion("DA", frozenset({"DA"}), text=to_da),
+    "TM": Conversion("TM", frozenset({"TM"}), text=to_tm),
+    "DT": Conversion("DT", frozenset({"DT"}), text=to_dt),
+    "TZ": Conversion("TZ", frozenset({"SH"}), text=to_tz),
+    "PN": Conversion("PN", frozenset({"PN"}), structured=xpn_to_pn),
+    "PN_XCN": Conversion("PN_XCN", frozenset({"PN"}), structured=xcn_to_pn),
+    "CODE": Conversion("CODE", frozenset({"SQ"}), structured=code_item),
+    "CODE_ALT": Conversion("CODE_ALT", frozenset({"SQ"}), structured=alt_code_item),
+}

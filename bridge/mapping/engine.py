@@ -1,0 +1,496 @@
+"""The compiled mapping: routing, groups, and building worklist records.
+
+Pure: a tokenized message in, pydicom Datasets out, no I/O, nothing shared
+that changes. Everything a rule needs (paths, tables, checked constants) was
+prepared when the mapping loaded, so mapping one ORM is a walk over positions.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom import Dataset
+from pydicom.dataelem import DataElement
+from pydicom.tag import BaseTag
+from pydicom.uid import generate_uid
+
+from bridge.hl7.message import Message, Repetition
+from bridge.mapping import errors as codes
+from bridge.mapping import vr
+from bridge.mapping.conversions import ConversionError
+from bridge.mapping.errors import MappingError
+from bridge.mapping.paths import Anchor, Chain, Condition, FieldPath, RepPath
+from bridge.mapping.scope import Context, Hit, MissingGroup, SegRef, message_contexts
+
+# pydicom's own validation only warns; values are checked in vr.fit before they get here.
+_NO_VALIDATION = 0
+STUDY_INSTANCE_UID = 0x0020000D
+SPS_SEQUENCE_KEYWORD = "ScheduledProcedureStepSequence"
+# Derived Study Instance UIDs are UUID-derived (PS3.5 B.2): 2.25.<uuid5 as an integer>.
+_UID_NAMESPACE = uuid.UUID("7b1f1c3e-8f0e-5c4b-9a53-6d2d3f1b9a10")
+
+
+def _empty(kind: str) -> Any:
+    if kind == "SQ":
+        return []
+    return "" if kind in vr.TEXT_VRS else None
+
+
+# -- sources -------------------------------------------------------------------
+
+Pair = tuple[Any, Hit | None]
+
+
+@dataclass(frozen=True, slots=True)
+class PathSource:
+    chain: Chain
+    structured: bool
+
+    def fetch(self, ctx: Context, anchor: Anchor, multi: bool) -> list[Pair]:
+        if multi:
+            hits = self.chain.all_hits(ctx, anchor, self.structured)
+        else:
+            hit = self.chain.first_hit(ctx, anchor, self.structured)
+            hits = [hit] if hit is not None else []
+        if self.structured:
+            return [(h.parts(), h) for h in hits]
+        return [(h.text(), h) for h in hits]
+
+    @property
+    def text(self) -> str:
+        return self.chain.text
+
+
+@dataclass(frozen=True, slots=True)
+class ConstSource:
+    values: tuple[Any, ...]
+
+    def fetch(self, ctx: Context, anchor: Anchor, multi: bool) -> list[Pair]:
+        return [(v, None) for v in self.values]
+
+    @property
+    def text(self) -> str:
+        return "a constant"
+
+
+@dataclass(frozen=True, slots=True)
+class FirstSource:
+    rules: tuple[ValueRule, ...]
+
+    def fetch(self, ctx: Context, anchor: Anchor, multi: bool) -> list[Pair]:
+        for rule in self.rules:
+            values, hit = rule.produce(ctx, anchor, multi)
+            if values:
+                return [(v, hit) for v in values]
+        return []
+
+    @property
+    def text(self) -> str:
+        return " | ".join(r.source.text for r in self.rules)
+
+
+@dataclass(frozen=True, slots=True)
+class ConcatSource:
+    rules: tuple[ValueRule, ...]
+    separator: str
+
+    def fetch(self, ctx: Context, anchor: Anchor, multi: bool) -> list[Pair]:
+        parts: list[str] = []
+        first: Hit | None = None
+        for rule in self.rules:
+            values, hit = rule.produce(ctx, anchor, False)
+            if values and values[0] not in ("", None):
+                parts.append(str(values[0]))
+                first = first or hit
+        return [(self.separator.join(parts), first)] if parts else []
+
+    @property
+    def text(self) -> str:
+        return " + ".join(r.source.text for r in self.rules)
+
+
+Source = PathSource | ConstSource | FirstSource | ConcatSource
+
+
+# -- values --------------------------------------------------------------------
+
+_NO_FALLBACK = object()
+
+
+@dataclass(frozen=True, slots=True)
+class ValueRule:
+    """One value spec, compiled: a source and the steps applied to each value it yields."""
+
+    keyword: str
+    source: Source
+    when: Condition | None = None
+    regex: re.Pattern[str] | None = None
+    replace: tuple[re.Pattern[str], str] | None = None
+    table: dict[str, Any] | None = None
+    table_fallback: Any = _NO_FALLBACK
+    lookup: dict[str, str] | None = None
+    text_conversion: Callable[[str], str] | None = None
+    structured: Callable[[Repetition, bool], Any] | None = None
+    case: Callable[[str], str] | None = None
+    default: tuple[Any, ...] = ()
+    truncate: bool = False
+
+    def produce(self, ctx: Context, anchor: Anchor, multi: bool) -> tuple[list[Any], Hit | None]:
+        """The values (empty ones dropped) and the hit the first came from."""
+        if self.when is not None and not self.when.test(ctx, anchor):
+            return (list(self.default[:None if multi else 1]), None)
+        out: list[Any] = []
+        where: Hit | None = None
+        for raw, hit in self.source.fetch(ctx, anchor, multi):
+            value = self._steps(raw, hit)
+            if value is None or value == "":
+                continue
+            out.append(value)
+            if where is None:
+                where = hit
+            if not multi:
+                break
+        if not out and self.default:
+            out = list(self.default[:None if multi else 1])
+        return out, where
+
+    def _steps(self, raw: Any, hit: Hit | None) -> Any:
+        if self.structured is not None:
+            try:
+                return self.structured(raw, self.truncate)
+            except ConversionError as exc:
+                raise self._error(codes.DATA_TYPE_ERROR, exc.problem, hit, _flat(raw)) from None
+        if not isinstance(raw, str):
+            return raw
+        value: Any = raw
+        if self.regex is not None:
+            m = self.regex.search(value)
+            value = ((m.group(1) if self.regex.groups else m.group(0)) or "") if m else ""
+        if self.replace is not None:
+            value = self.replace[0].sub(self.replace[1], value)
+        if self.table is not None and value != "":
+            if value in self.table:
+                value = self.table[value]
+            elif self.table_fallback is not _NO_FALLBACK:
+                value = self.table_fallback
+            else:
+                raise self._error(codes.TABLE_VALUE_NOT_FOUND,
+                                  "is not in the mapping's value map for this attribute",
+                                  hit, value)
+        if self.lookup is not None and value != "":
+            value = self.lookup.get(value, "")
+        if self.text_conversion is not None and isinstance(value, str) and value:
+            try:
+                value = self.text_conversion(value)
+            except ConversionError as exc:
+                raise self._error(codes.DATA_TYPE_ERROR, exc.problem, hit, value) from None
+        if self.case is not None and isinstance(value, str):
+            value = self.case(value)
+        return value
+
+    def _error(self, code: int, problem: str, hit: Hit | None, value: str) -> MappingError:
+        where = hit.label() if hit is not None else self.source.text
+        return MappingError(code, f"{self.keyword} ({where}) {problem}",
+                            location=hit.location() if hit is not None else "",
+                            attribute=self.keyword, value=value)
+
+
+def _flat(parts: Any) -> str:
+    if isinstance(parts, tuple):
+        return "^".join("&".join(c) for c in parts).rstrip("^")
+    return str(parts)
+
+
+# -- attributes and items ------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ItemRule:
+    """The attributes of one Dataset: the record itself, or one sequence item."""
+
+    attributes: tuple[AttributeRule, ...]
+
+    def build(self, ctx: Context, anchor: Anchor) -> Dataset:
+        # Filling a dict and wrapping it once costs half of adding elements one by one.
+        elements: dict[BaseTag, DataElement] = {}
+        for rule in self.attributes:
+            rule.apply(ctx, anchor, elements)
+        return Dataset(elements)
+
+    def find(self, keyword: str) -> AttributeRule | None:
+        for rule in self.attributes:
+            if rule.keyword == keyword:
+                return rule
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class StaticItems:
+    items: tuple[ItemRule, ...]
+
+    def build(self, ctx: Context, anchor: Anchor) -> list[Dataset]:
+        return [item.build(ctx, anchor) for item in self.items]
+
+
+@dataclass(frozen=True, slots=True)
+class ForEachItems:
+    path: FieldPath | RepPath
+    item: ItemRule
+    when: Condition | None = None
+
+    def build(self, ctx: Context, anchor: Anchor) -> list[Dataset]:
+        if self.when is not None and not self.when.test(ctx, anchor):
+            return []
+        anchors: Sequence[Hit | SegRef]
+        if isinstance(self.path, FieldPath) and self.path.field == 0:
+            anchors = self.path.segments(ctx, anchor)
+        else:
+            anchors = [h for h in self.path.hits(ctx, anchor) if h.has_parts()]
+        return [self.item.build(ctx, a) for a in anchors]
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeRule:
+    """One DICOM attribute of an item and how to fill it."""
+
+    keyword: str
+    tag: BaseTag
+    vr: str
+    max_values: int  # 1: single-valued; 0: no limit
+    value: ValueRule | None = None
+    items: StaticItems | ForEachItems | None = None
+    required: bool = False
+    truncate: bool = False
+    omit_empty: bool = False
+    primary: Chain | None = None  # where a missing required value should have been
+
+    def apply(self, ctx: Context, anchor: Anchor, out: dict[BaseTag, DataElement]) -> None:
+        tag = self.tag
+        if self.items is not None:
+            datasets = self.items.build(ctx, anchor)
+            if datasets or not self.omit_empty:
+                out[tag] = DataElement(tag, "SQ", datasets, validation_mode=_NO_VALIDATION)
+            return
+        assert self.value is not None
+        values, hit = self.value.produce(ctx, anchor, self.max_values != 1)
+        if not values:
+            if self.required:
+                raise self.missing(ctx, anchor)
+            if not self.omit_empty:
+                out[tag] = DataElement(tag, self.vr, _empty(self.vr),
+                                       validation_mode=_NO_VALIDATION)
+            return
+        if self.vr == "SQ":
+            out[tag] = DataElement(tag, "SQ", values, validation_mode=_NO_VALIDATION)
+            return
+        if self.max_values and len(values) > self.max_values:
+            raise MappingError(codes.DATA_TYPE_ERROR,
+                               f"{self.keyword} ({_where(hit, self)}) has {len(values)} values; "
+                               f"it takes at most {self.max_values}",
+                               location=hit.location() if hit else "", attribute=self.keyword)
+        fitted = [self._fit(v, hit) for v in values]
+        out[tag] = DataElement(tag, self.vr, fitted[0] if len(fitted) == 1 else fitted,
+                               validation_mode=_NO_VALIDATION)
+
+    def _fit(self, value: Any, hit: Hit | None) -> Any:
+        try:
+            return vr.fit(self.vr, value, truncate=self.truncate)
+        except vr.VRProblem as exc:
+            raise MappingError(codes.DATA_TYPE_ERROR,
+                               f"{self.keyword} ({_where(hit, self)}) {exc.problem}",
+                               location=hit.location() if hit is not None else "",
+                               attribute=self.keyword, value=str(value)) from None
+
+    def missing(self, ctx: Context, anchor: Anchor) -> MappingError:
+        source = self.value.source.text if self.value is not None else "its source"
+        return MappingError(codes.REQUIRED_FIELD_MISSING,
+                            f"{self.keyword} is required but {source} has no value",
+                            location=self.primary.missing_location(ctx, anchor)
+                            if self.primary is not None else "",
+                            attribute=self.keyword)
+
+
+def _where(hit: Hit | None, rule: AttributeRule) -> str:
+    if hit is not None:
+        return hit.label()
+    return rule.value.source.text if rule.value is not None else "value"
+
+
+# -- study instance uid ----------------------------------------------------------
+
+def derive_uid(namespace: str, values: Sequence[str]) -> str:
+    """A UID that is the same for the same stable keys, so resends stay idempotent."""
+    name = "\x1f".join([namespace, *values])
+    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, name).int}"
+
+
+@dataclass(frozen=True, slots=True)
+class StudyUidPolicy:
+    missing: str  # derive | generate | reject
+    derive_from: tuple[str, ...]
+    namespace: str
+    rule: AttributeRule | None  # the mapping's StudyInstanceUID, for error locations
+
+    def apply(self, ds: Dataset, ctx: Context) -> None:
+        elem = ds.get(STUDY_INSTANCE_UID)
+        if elem is not None and elem.value:
+            return
+        if self.missing == "reject":
+            if self.rule is not None:
+                raise self.rule.missing(ctx, None)
+            raise MappingError(codes.REQUIRED_FIELD_MISSING,
+                               "StudyInstanceUID is required (study_uid.missing: reject) but "
+                               "the mapping does not set it", attribute="StudyInstanceUID")
+        if self.missing == "generate":
+            uid = str(generate_uid(prefix=None))
+        else:
+            values = [_keyword_value(ds, kw) for kw in self.derive_from]
+            if not any(values):
+                location = ""
+                if self.rule is not None and self.rule.primary is not None:
+                    location = self.rule.primary.missing_location(ctx, None)
+                raise MappingError(codes.REQUIRED_FIELD_MISSING,
+                                   "StudyInstanceUID is missing and cannot be derived: "
+                                   f"{', '.join(self.derive_from)} have no value",
+                                   location=location, attribute="StudyInstanceUID")
+            uid = derive_uid(self.namespace, values)
+        ds.add(DataElement(STUDY_INSTANCE_UID, "UI", uid, validation_mode=_NO_VALIDATION))
+
+
+def _keyword_value(ds: Dataset, keyword: str) -> str:
+    for item in (ds, *ds.get(SPS_SEQUENCE_KEYWORD, ())):
+        value = item.get(keyword)
+        if value not in (None, ""):
+            return str(value)
+    return ""
+
+
+# -- routing -------------------------------------------------------------------
+
+# How far a message got through a mapping's match rule; the furthest decides the error.
+_TYPE, _EVENT, _VERSION, _SENDER, _MATCH = range(5)
+
+
+@dataclass(frozen=True, slots=True)
+class MatchRule:
+    types: tuple[tuple[str, str | None], ...]  # (code, event); event None: any
+    versions: tuple[str, ...]
+    applications: frozenset[str]
+    facilities: frozenset[str]
+    when: Condition | None
+    fallback: bool
+
+    def stage(self, message: Message, ctx: Context) -> int:
+        msh = message.msh
+        if self.types:
+            code, event = msh.value(9, 1), msh.value(9, 2)
+            if not any(c == code for c, _ in self.types):
+                return _TYPE
+            if not any(c == code and (e is None or e == event) for c, e in self.types):
+                return _EVENT
+        if self.versions:
+            version = message.version
+            if not any(version == v or version.startswith(v + ".") for v in self.versions):
+                return _VERSION
+        if self.applications and msh.value(3) not in self.applications:
+            return _SENDER
+        if self.facilities and msh.value(4) not in self.facilities:
+            return _SENDER
+        if self.when is not None and not self.when.test(ctx, None):
+            return _SENDER
+        return _MATCH
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One mapping file, compiled."""
+
+    name: str
+    path: Path
+    match: MatchRule
+    group_by: tuple[str, ...]
+    record: ItemRule
+    study_uid: StudyUidPolicy
+
+    def map(self, message: Message) -> list[Dataset]:
+        try:
+            whole, groups = message_contexts(message, self.group_by)
+        except MissingGroup as exc:
+            raise MappingError(codes.SEGMENT_SEQUENCE_ERROR,
+                               f"{exc}; mapping {self.name} makes one worklist item per "
+                               f"{exc.child}",
+                               location=f"{exc.parent.segment.name}^{exc.parent.seq}") from None
+        if self.group_by and not groups:
+            first = self.group_by[0]
+            raise MappingError(codes.SEGMENT_SEQUENCE_ERROR,
+                               f"the message has no {first} segment; mapping "
+                               f"{self.name} makes one worklist item per {self.group_by[-1]}",
+                               location=f"{first}^1")
+        steps = []
+        for ctx in groups or [whole]:
+            ds = self.record.build(ctx, None)
+            self.study_uid.apply(ds, ctx)
+            steps.append(ds)
+        return steps
+
+
+@dataclass(frozen=True)
+class MappingResult:
+    mapping: str  # name of the mapping that routed
+    steps: list[Dataset]
+
+
+class MappingSet:
+    """The loaded mappings, in routing order: first match wins, fallbacks last."""
+
+    def __init__(self, mappings: Sequence[Mapping]) -> None:
+        self.mappings: tuple[Mapping, ...] = tuple(mappings)
+        self.names: list[str] = [m.name for m in self.mappings]
+        self._routing = tuple([m for m in self.mappings if not m.match.fallback]
+                              + [m for m in self.mappings if m.match.fallback])
+
+    def route(self, message: Message) -> Mapping:
+        """The mapping for a message, or MappingError (AR) saying what did not match."""
+        ctx, _ = message_contexts(message)
+        best = _TYPE
+        for mapping in self._routing:
+            stage = mapping.match.stage(message, ctx)
+            if stage == _MATCH:
+                return mapping
+            best = max(best, stage)
+        raise _routing_error(message, best)
+
+    def map(self, message: Message) -> MappingResult:
+        mapping = self.route(message)
+        try:
+            steps = mapping.map(message)
+        except MappingError:
+            raise
+        except Exception as exc:  # a bug must not take the listener down; the sender may retry
+            raise MappingError(codes.APPLICATION_INTERNAL_ERROR,
+                               f"internal error in mapping {mapping.name}: "
+                               f"{type(exc).__name__}", ack_code="AR") from exc
+        return MappingResult(mapping.name, steps)
+
+
+def _routing_error(message: Message, stage: int) -> MappingError:
+    kind = message.message_type or "(empty MSH-9)"
+    if stage == _TYPE:
+        return MappingError(codes.UNSUPPORTED_MESSAGE_TYPE,
+                            f"no mapping accepts message type {kind}",
+                            location="MSH^1^9", ack_code="AR")
+    if stage == _EVENT:
+        return MappingError(codes.UNSUPPORTED_EVENT_CODE,
+                            f"no mapping accepts trigger event {kind}",
+                            location="MSH^1^9", ack_code="AR")
+    if stage == _VERSION:
+        return MappingError(codes.UNSUPPORTED_VERSION_ID,
+                            f"no mapping accepts {kind} in HL7 version {message.version or '?'}",
+                            location="MSH^1^12", ack_code="AR")
+    return MappingError(codes.UNSUPPORTED_MESSAGE_TYPE,
+                        f"no mapping accepts {kind} from this sender or with this content",
+                        location="MSH^1^9", ack_code="AR")

@@ -1,0 +1,118 @@
+"""The store interface shared by the SQLite and PostgreSQL backends.
+
+Threading rule (the one place where asyncio and pynetdicom's threads meet):
+every Store method is synchronous and safe to call from any thread. Reads
+(``query``, ``list_steps``) use a connection per calling thread. Writes go
+through ``write``, which a single writer serialises; the asyncio side never
+calls ``write`` on the event loop but through ``CommitQueue`` (commit_queue.py),
+which runs batches on its own thread and resolves futures on the loop.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol, TypeVar
+
+from pydicom import Dataset
+
+from bridge.store.query import WorklistQuery
+
+T = TypeVar("T")
+
+
+class UpsertOutcome(StrEnum):
+    INSERTED = "inserted"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One HL7 message as received, kept whole (accepted or rejected)."""
+
+    received_at: datetime
+    peer: str
+    sending_application: str
+    sending_facility: str
+    control_id: str
+    message_type: str
+    raw: bytes
+    ack_code: str  # AA, AE or AR
+    ack: bytes
+    error: str = ""
+    mapping: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    """A stored Scheduled Procedure Step, for listings (not for C-FIND answers)."""
+
+    id: int
+    item: Dataset
+    sps_status: str
+    created_at: str
+    updated_at: str
+
+
+class StoreTx(Protocol):
+    """What a write job may do inside its transaction."""
+
+    def record_message(self, message: InboundMessage) -> int: ...
+
+    def upsert_step(self, item: Dataset, message_id: int | None = None) -> UpsertOutcome: ...
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (connection lost, disk full, ...)."""
+
+
+class Store(ABC):
+    """Persistent worklist items and the message log."""
+
+    @abstractmethod
+    def migrate(self) -> int:
+        """Bring the schema to the newest version; return that version."""
+
+    @abstractmethod
+    def schema_version(self) -> int: ...
+
+    @abstractmethod
+    def write(self, jobs: Sequence[Callable[[StoreTx], Any]]) -> list[Any]:
+        """Run jobs in one transaction, each in its own savepoint.
+
+        Returns one entry per job: its result, or the exception it raised (that
+        job's changes are rolled back, the others are kept). Returns only after
+        the commit is durable.
+        """
+
+    @abstractmethod
+    def query(self, query: WorklistQuery) -> Iterator[Dataset]:
+        """Stored items matching ``query``, ordered by SPS start then insertion.
+
+        Items are full MWL items (top level plus one Scheduled Procedure Step
+        Sequence item) with Unicode text and no Specific Character Set.
+        """
+
+    @abstractmethod
+    def list_steps(self, limit: int = 100) -> list[StepRow]: ...
+
+    @abstractmethod
+    def count_steps(self) -> int: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # Conveniences built on write(); backends need not override them.
+
+    def upsert_steps(self, items: Sequence[Dataset]) -> list[UpsertOutcome]:
+        def job(tx: StoreTx) -> list[UpsertOutcome]:
+            return [tx.upsert_step(item) for item in items]
+
+        (result,) = self.write([job])
+        if isinstance(result, BaseException):
+            raise result
+        return result

@@ -1,0 +1,273 @@
+"""The SQL both backends share: schema upkeep, writes, and query translation.
+
+A backend supplies connections and its dialect's few differences (parameter
+style, wildcard operator); everything else lives here once.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from abc import abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from pydicom import Dataset
+
+from bridge.store import migrations
+from bridge.store.base import InboundMessage, StepRow, Store, StoreError, UpsertOutcome
+from bridge.store.items import dumps_item, index_values, loads_item
+from bridge.store.query import AnyOf, Exact, Match, NoneOf, Range, Wildcard, WorklistQuery
+
+_STEP_COLUMNS = (
+    "station_aet", "modality", "sps_start_date", "sps_start_time", "sps_start", "patient_id",
+    "issuer_of_patient_id", "patient_name_norm", "accession_number", "requested_procedure_id",
+    "study_instance_uid", "sps_id", "sps_status", "placer_order_number", "filler_order_number",
+)
+_FETCH_BATCH = 200
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class SqlStore(Store):
+    """Store over a DB-API 2 driver. Subclasses provide connections and dialect."""
+
+    dialect: migrations.Dialect
+    param: str  # "?" or "%s"
+
+    def __init__(self) -> None:
+        self._write_lock = threading.Lock()
+        self._writer: Any = None
+        self._readers: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+
+    # --- connections (backend-specific) ---
+
+    @abstractmethod
+    def _connect(self, *, writer: bool) -> Any: ...
+
+    @abstractmethod
+    def _wildcard_sql(self, column: str, pattern: str) -> tuple[str, list[str]]:
+        """SQL and parameters for DICOM wildcard matching on ``column``."""
+
+    def _begin(self, cur: Any) -> None:
+        """Open the batch's transaction, so releasing a savepoint never commits."""
+
+    def _writer_conn(self) -> Any:
+        if self._writer is None:
+            self._writer = self._connect(writer=True)
+        return self._writer
+
+    @contextmanager
+    def _reader(self) -> Iterator[Any]:
+        # A small pool instead of one connection per thread: pynetdicom starts
+        # a thread per association, and per-thread connections would pile up.
+        try:
+            conn = self._readers.get_nowait()
+        except queue.Empty:
+            conn = self._connect(writer=False)
+        try:
+            yield conn
+        except BaseException:
+            conn.close()
+            raise
+        else:
+            self._end_read(conn)
+            self._readers.put(conn)
+
+    def _end_read(self, conn: Any) -> None:
+        conn.rollback()
+
+    # --- schema ---
+
+    def schema_version(self) -> int:
+        with self._write_lock:
+            return self._read_version(self._writer_conn())
+
+    def _read_version(self, conn: Any) -> int:
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        cur.execute("SELECT MAX(version) FROM schema_version")
+        row = cur.fetchone()
+        conn.commit()
+        return int(row[0] or 0)
+
+    def migrate(self) -> int:
+        with self._write_lock:
+            conn = self._writer_conn()
+            current = self._read_version(conn)
+            latest = migrations.latest_version()
+            if current > latest:
+                raise StoreError(f"the database schema is version {current}, newer than this "
+                                 f"program knows ({latest}); upgrade mwl-bridge")
+            for version in range(current + 1, latest + 1):
+                cur = conn.cursor()
+                try:
+                    for stmt in migrations.statements(version, self.dialect):
+                        cur.execute(stmt)
+                    cur.execute(f"INSERT INTO schema_version (version) VALUES ({self.param})",
+                                (version,))
+                    conn.commit()
+                except Exception:
+                    conn.rollback()
+                    raise
+            return latest
+
+    # --- writes ---
+
+    def write(self, jobs: Sequence[Callable[[Any], Any]]) -> list[Any]:
+        with self._write_lock:
+            conn = self._writer_conn()
+            tx = _SqlTx(self, conn.cursor())
+            results: list[Any] = []
+            try:
+                self._begin(tx.cur)
+                for i, job in enumerate(jobs):
+                    tx.cur.execute(f"SAVEPOINT job{i}")
+                    try:
+                        results.append(job(tx))
+                    except Exception as exc:  # noqa: BLE001 - handed back to the job's caller
+                        tx.cur.execute(f"ROLLBACK TO SAVEPOINT job{i}")
+                        results.append(exc)
+                    tx.cur.execute(f"RELEASE SAVEPOINT job{i}")
+                conn.commit()
+            except Exception as exc:
+                self._discard_writer()
+                raise StoreError(f"commit failed: {exc}") from exc
+            return results
+
+    def _discard_writer(self) -> None:
+        try:
+            self._writer.rollback()
+            self._writer.close()
+        except Exception:  # noqa: BLE001 - the connection is being dropped anyway
+            pass
+        self._writer = None
+
+    # --- reads ---
+
+    def query(self, query: WorklistQuery) -> Iterator[Dataset]:
+        where, params = self._where(query.matches)
+        sql = "SELECT item FROM procedure_step"
+        if where:
+            sql += " WHERE " + where
+        sql += " ORDER BY sps_start, id"
+        if query.limit is not None:
+            sql += f" LIMIT {int(query.limit)}"
+        with self._reader() as conn:
+            cur = conn.cursor()
+            cur.execute(sql, params)
+            while True:
+                rows = cur.fetchmany(_FETCH_BATCH)
+                if not rows:
+                    break
+                for (text,) in rows:
+                    yield loads_item(text)
+
+    def _where(self, matches: Sequence[Match]) -> tuple[str, list[str]]:
+        clauses: list[str] = []
+        params: list[str] = []
+        p = self.param
+        for m in matches:
+            col = m.column.value  # an enum value, never user text
+            if isinstance(m, Exact):
+                clauses.append(f"{col} = {p}")
+                params.append(m.value)
+            elif isinstance(m, Wildcard):
+                sql, extra = self._wildcard_sql(col, m.pattern)
+                clauses.append(sql)
+                params.extend(extra)
+            elif isinstance(m, Range):
+                if m.low is not None:
+                    clauses.append(f"{col} >= {p}")
+                    params.append(m.low)
+                if m.high is not None:
+                    clauses.append(f"{col} <= {p}")
+                    params.append(m.high)
+                if m.low is None and m.high is None:
+                    continue
+                # An item without a value never falls inside a range.
+                clauses.append(f"{col} <> ''")
+            elif isinstance(m, AnyOf | NoneOf):
+                if not m.values:
+                    clauses.append("1 = 0" if isinstance(m, AnyOf) else "1 = 1")
+                    continue
+                marks = ", ".join(p for _ in m.values)
+                op = "IN" if isinstance(m, AnyOf) else "NOT IN"
+                clauses.append(f"{col} {op} ({marks})")
+                params.extend(m.values)
+        return " AND ".join(clauses), params
+
+    def list_steps(self, limit: int = 100) -> list[StepRow]:
+        with self._reader() as conn:
+            cur = conn.cursor()
+            cur.execute("SELECT id, item, sps_status, created_at, updated_at FROM procedure_step "
+                        f"ORDER BY sps_start, id LIMIT {int(limit)}")
+            return [StepRow(id=r[0], item=loads_item(r[1]), sps_status=r[2],
+                            created_at=r[3], updated_at=r[4]) for r in cur.fetchall()]
+
+    def count_steps(self) -> int:
+        with self._reader() as conn:
+            cur = conn.cursor()
+            cur.execute("SELECT COUNT(*) FROM procedure_step")
+            return int(cur.fetchone()[0])
+
+    def close(self) -> None:
+        with self._write_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        while True:
+            try:
+                self._readers.get_nowait().close()
+            except queue.Empty:
+                break
+
+
+class _SqlTx:
+    """The StoreTx handed to write jobs; valid only inside ``SqlStore.write``."""
+
+    def __init__(self, store: SqlStore, cur: Any) -> None:
+        self.store = store
+        self.cur = cur
+
+    def record_message(self, message: InboundMessage) -> int:
+        p = self.store.param
+        self.cur.execute(
+            "INSERT INTO message_log (received_at, peer, sending_application, sending_facility,"
+            " control_id, message_type, ack_code, error, mapping, raw, ack)"
+            f" VALUES ({', '.join([p] * 11)}) RETURNING id",
+            (message.received_at.isoformat(), message.peer, message.sending_application,
+             message.sending_facility, message.control_id, message.message_type,
+             message.ack_code, message.error, message.mapping, message.raw, message.ack))
+        return int(self.cur.fetchone()[0])
+
+    def upsert_step(self, item: Dataset, message_id: int | None = None) -> UpsertOutcome:
+        p = self.store.param
+        idx = index_values(item)
+        text = dumps_item(item)
+        self.cur.execute(
+            "SELECT id, item FROM procedure_step WHERE study_instance_uid = "
+            f"{p} AND requested_procedure_id = {p} AND sps_id = {p}",
+            (idx.study_instance_uid, idx.requested_procedure_id, idx.sps_id))
+        row = self.cur.fetchone()
+        values = [getattr(idx, c) for c in _STEP_COLUMNS]
+        now = _now()
+        if row is None:
+            cols = ", ".join(_STEP_COLUMNS)
+            marks = ", ".join([p] * (len(_STEP_COLUMNS) + 4))
+            self.cur.execute(
+                f"INSERT INTO procedure_step ({cols}, item, created_at, updated_at, message_id)"
+                f" VALUES ({marks})", (*values, text, now, now, message_id))
+            return UpsertOutcome.INSERTED
+        if row[1] == text:
+            return UpsertOutcome.UNCHANGED
+        sets = ", ".join(f"{c} = {p}" for c in _STEP_COLUMNS)
+        self.cur.execute(
+            f"UPDATE procedure_step SET {sets}, item = {p}, updated_at = {p}, message_id = {p}"
+            f" WHERE id = {p}", (*values, text, now, message_id, row[0]))
+        return UpsertOutcome.UPDATED

@@ -1,0 +1,541 @@
+"""A C-FIND identifier turned into a store query plus a post-filter.
+
+Matching keys with an indexed column (``bridge.store.query.Column``) become
+``Match`` objects that the store evaluates in SQL; this is where every broad
+console query (station, modality, date) is answered, so no query ever scans
+all items in Python.
+
+Any other key that carries a value is still matched, correctly but more
+slowly: it becomes a ``Condition`` that is checked in Python on the candidate
+rows the indexed part returned (the *post-filter*). Queries whose only keys
+are non-indexed therefore read every visible item; a later issue moves more
+keys into the store. While a post-filter is active the store cannot apply the
+answer cap (``WorklistQuery.limit``) because it would cut before filtering.
+
+Matching rules (PS3.4 C.2.2.2):
+- empty value, or a value made only of ``*``: universal matching;
+- ``*``/``?`` wildcards on AE, CS, LO, LT, PN, SH, ST, UC, UR, UT; never on UI, DA, TM;
+- Patient's Name is matched case- and accent-insensitively (``normalise_name``
+  on both sides), other strings exactly;
+- DA and TM take single values and ranges (``a-``, ``-b``, ``a-b``); a time with
+  reduced precision covers its whole span (``10`` is 10:00:00 to 10:59:59);
+  when both SPS Start Date and Time are given they form one date-time range
+  (C.2.2.2.5.1);
+- UI takes a backslash-separated list of UIDs;
+- a sequence key with one item matches when one stored item matches all its keys.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from enum import Enum, auto
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from pydicom import Dataset
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag, Tag
+
+from bridge.config import WorklistSettings
+from bridge.store.names import normalise_name
+from bridge.store.query import (
+    AnyOf,
+    Column,
+    Exact,
+    Match,
+    NoneOf,
+    Range,
+    Wildcard,
+    WorklistQuery,
+)
+
+# C-FIND failure statuses (PS3.4 C.4.1.1.4, PS3.7 C).
+IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+UNABLE_TO_PROCESS = 0xC000
+
+SPS_SEQUENCE = Tag(0x0040, 0x0100)
+SPS_START_DATE = Tag(0x0040, 0x0002)
+SPS_START_TIME = Tag(0x0040, 0x0003)
+SPS_STATUS = Tag(0x0040, 0x0020)
+SPECIFIC_CHARACTER_SET = Tag(0x0008, 0x0005)
+QUERY_RETRIEVE_LEVEL = Tag(0x0008, 0x0052)
+
+WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+_TIME_RE = re.compile(r"(\d\d)(\d\d)?(\d\d)?(?:\.(\d{1,6}))?")
+_UID_RE = re.compile(r"(0|[1-9]\d*)(\.(0|[1-9]\d*))*")
+
+
+class QueryError(Exception):
+    """The identifier cannot be answered; carries the C-FIND failure to send."""
+
+    def __init__(self, status: int, comment: str, tag: BaseTag | None = None) -> None:
+        # Error Comment is LO (64 characters) and goes to the peer: it names
+        # attributes, never values, so no patient data leaves in it.
+        self.status = status
+        self.comment = comment[:64]
+        self.tag = tag
+        super().__init__(self.comment)
+
+
+class KeyUse(Enum):
+    KEY = auto()          # a matching and return key
+    NOT_A_KEY = auto()    # group length, Specific Character Set, Query/Retrieve Level
+    UNSUPPORTED = auto()  # private or unknown attributes: neither matched nor returned
+
+
+def key_use(elem: DataElement) -> KeyUse:
+    """How an identifier element takes part in matching and in the answer."""
+    tag = elem.tag
+    if tag.group in (0x0000, 0x0002) or tag.element == 0:
+        return KeyUse.NOT_A_KEY
+    if tag in (SPECIFIC_CHARACTER_SET, QUERY_RETRIEVE_LEVEL):
+        return KeyUse.NOT_A_KEY
+    if tag.is_private:
+        return KeyUse.UNSUPPORTED
+    if elem.VR == "UN":
+        # Not in pydicom's dictionary, so its VR, and thus how to match it, is unknown.
+        return KeyUse.UNSUPPORTED
+    return KeyUse.KEY
+
+
+class _Kind(Enum):
+    TEXT = auto()   # single value or wildcard, case-sensitive
+    NAME = auto()   # like TEXT, on the normalised Patient's Name
+    UID = auto()    # single UID or list of UIDs
+    DATE = auto()
+    TIME = auto()
+
+
+# Keys with an indexed column, at the identifier's top level ...
+_TOP_KEYS = MappingProxyType({
+    Tag(0x0010, 0x0010): (Column.PATIENT_NAME_NORM, _Kind.NAME),
+    Tag(0x0010, 0x0020): (Column.PATIENT_ID, _Kind.TEXT),
+    Tag(0x0010, 0x0021): (Column.ISSUER_OF_PATIENT_ID, _Kind.TEXT),
+    Tag(0x0008, 0x0050): (Column.ACCESSION_NUMBER, _Kind.TEXT),
+    Tag(0x0040, 0x1001): (Column.REQUESTED_PROCEDURE_ID, _Kind.TEXT),
+    Tag(0x0020, 0x000D): (Column.STUDY_INSTANCE_UID, _Kind.UID),
+})
+# ... and inside the Scheduled Procedure Step Sequence item.
+_SPS_KEYS = MappingProxyType({
+    Tag(0x0040, 0x0001): (Column.STATION_AET, _Kind.TEXT),
+    Tag(0x0008, 0x0060): (Column.MODALITY, _Kind.TEXT),
+    SPS_START_DATE: (Column.SPS_START_DATE, _Kind.DATE),
+    SPS_START_TIME: (Column.SPS_START_TIME, _Kind.TIME),
+    Tag(0x0040, 0x0009): (Column.SPS_ID, _Kind.TEXT),
+    SPS_STATUS: (Column.SPS_STATUS, _Kind.TEXT),
+})
+
+
+class Condition(Protocol):
+    """One non-indexed matching key, checked on a candidate dataset."""
+
+    def accepts(self, ds: Dataset) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedQuery:
+    """What the store evaluates, and what is left to check on its rows."""
+
+    query: WorklistQuery
+    post_filter: tuple[Condition, ...] = ()
+    max_answers: int = 0
+    # Private and unknown (UN) keys are not supported: they are neither matched
+    # nor returned, and the SCP says so with the pending status 0xFF01.
+    ignored_keys: tuple[BaseTag, ...] = ()
+
+    def accepts(self, item: Dataset) -> bool:
+        return all(condition.accepts(item) for condition in self.post_filter)
+
+
+def build_query(identifier: Dataset, worklist: WorklistSettings) -> PlannedQuery:
+    """Translate a Modality Worklist C-FIND identifier.
+
+    Raises QueryError when the identifier is malformed (0xC000) or does not
+    belong to the Modality Worklist information model (0xA900).
+    """
+    try:
+        return _Planner(worklist).plan(identifier)
+    except QueryError:
+        raise
+    except Exception as exc:
+        # pydicom decodes lazily and raises many exception types on bad bytes.
+        raise QueryError(UNABLE_TO_PROCESS, "the identifier cannot be decoded") from exc
+
+
+class _Planner:
+    def __init__(self, worklist: WorklistSettings) -> None:
+        self._worklist = worklist
+        self._matches: list[Match] = []
+        self._conditions: list[Condition] = []
+        self._ignored: list[BaseTag] = []
+        self._date: tuple[str | None, str | None] | None = None
+        self._time: tuple[str | None, str | None] | None = None
+        self._status_asked = False
+
+    def plan(self, identifier: Dataset) -> PlannedQuery:
+        for elem in identifier:
+            tag = elem.tag
+            if tag == QUERY_RETRIEVE_LEVEL:
+                if not elem.is_empty:
+                    raise QueryError(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+                                     "Query/Retrieve Level is not a worklist key", tag)
+            elif tag == SPS_SEQUENCE:
+                self._sps(elem)
+            elif tag in _TOP_KEYS:
+                self._indexed(elem, *_TOP_KEYS[tag])
+            else:
+                condition = self._condition(elem)
+                if condition is not None:
+                    self._conditions.append(condition)
+        self._date_time()
+        hidden = tuple(self._worklist.hidden_statuses)
+        if hidden and not self._status_asked:
+            self._matches.append(NoneOf(Column.SPS_STATUS, hidden))
+        cap = self._worklist.max_answers
+        # One row more than the cap tells the SCP that the cap cut the answer.
+        limit = cap + 1 if cap and not self._conditions else None
+        return PlannedQuery(
+            query=WorklistQuery(matches=tuple(self._matches), limit=limit),
+            post_filter=tuple(self._conditions),
+            max_answers=cap,
+            ignored_keys=tuple(self._ignored),
+        )
+
+    def _skipped(self, elem: DataElement) -> bool:
+        use = key_use(elem)
+        if use is KeyUse.UNSUPPORTED:
+            self._ignored.append(elem.tag)
+        return use is not KeyUse.KEY
+
+    def _sps(self, elem: DataElement) -> None:
+        item = _single_item(elem)
+        if item is None:
+            return
+        conditions = []
+        for sub in item:
+            if sub.tag in _SPS_KEYS:
+                self._indexed(sub, *_SPS_KEYS[sub.tag])
+            else:
+                condition = self._condition(sub)
+                if condition is not None:
+                    conditions.append(condition)
+        if conditions:
+            self._conditions.append(SequenceCondition(elem.tag, tuple(conditions)))
+
+    def _indexed(self, elem: DataElement, column: Column, kind: _Kind) -> None:
+        if kind is _Kind.UID:
+            uids = _uids(elem)
+            if len(uids) == 1:
+                self._matches.append(Exact(column, uids[0]))
+            elif uids:
+                self._matches.append(AnyOf(column, uids))
+            return
+        text = _single_text(elem)
+        if text is None:
+            return
+        # A lone "-" is a range open on both sides: universal matching.
+        if kind is _Kind.DATE:
+            dates = _date_range(text, elem.tag)
+            self._date = dates if dates != (None, None) else None
+            return
+        if kind is _Kind.TIME:
+            times = _time_range(text, elem.tag)
+            self._time = times if times != (None, None) else None
+            return
+        if kind is _Kind.NAME:
+            text = normalise_name(text)
+        if _is_universal(text):
+            return
+        if column is Column.SPS_STATUS:
+            self._status_asked = True
+        if "*" in text or "?" in text:
+            self._matches.append(Wildcard(column, text))
+        else:
+            self._matches.append(Exact(column, text))
+
+    def _date_time(self) -> None:
+        dates, times = self._date, self._time
+        if dates is not None and times is not None:
+            low = dates[0] + (times[0] or "000000") if dates[0] else None
+            high = dates[1] + (times[1] or "235959") if dates[1] else None
+            self._matches.append(_range(Column.SPS_START, low, high))
+        elif dates is not None:
+            self._matches.append(_range(Column.SPS_START_DATE, *dates))
+        elif times is not None:
+            self._matches.append(_range(Column.SPS_START_TIME, *times))
+
+    def _condition(self, elem: DataElement) -> Condition | None:
+        if self._skipped(elem):
+            return None
+        vr = _vr(elem)
+        if vr == "SQ":
+            item = _single_item(elem)
+            if item is None:
+                return None
+            conditions = tuple(c for c in map(self._condition, item) if c is not None)
+            return SequenceCondition(elem.tag, conditions) if conditions else None
+        if vr == "UI":
+            uids = _uids(elem)
+            return UidCondition(elem.tag, frozenset(uids)) if uids else None
+        if vr in ("SS", "US", "SL", "UL", "SV", "UV", "FL", "FD", "AT") or vr.startswith("O"):
+            return None if elem.is_empty else EqualCondition(elem.tag, _plain(elem.value))
+        text = _single_text(elem)
+        if text is None:
+            return None
+        if vr == "DA":
+            return RangeCondition(elem.tag, *_date_range(text, elem.tag), _Kind.DATE)
+        if vr == "TM":
+            return RangeCondition(elem.tag, *_time_range(text, elem.tag), _Kind.TIME)
+        if vr in ("DS", "IS"):
+            return EqualCondition(elem.tag, float(text))
+        if vr == "PN":
+            text = normalise_name(text)
+        if _is_universal(text) and vr in WILDCARD_VRS:
+            return None
+        if vr in WILDCARD_VRS:
+            return TextCondition(elem.tag, _wildcard_regex(text), vr == "PN")
+        return EqualCondition(elem.tag, text)
+
+
+def _range(column: Column, low: str | None, high: str | None) -> Match:
+    if low is not None and low == high:
+        return Exact(column, low)
+    return Range(column, low, high)
+
+
+def _vr(elem: DataElement) -> str:
+    # An SCU's explicit VR (or UN from implicit VR) may differ from the
+    # dictionary; the dictionary decides how a standard key is matched.
+    try:
+        return str(dictionary_VR(elem.tag))
+    except KeyError:
+        return str(elem.VR)
+
+
+def _single_item(elem: DataElement) -> Dataset | None:
+    """The one item of a sequence matching key; None for universal matching."""
+    if _vr(elem) != "SQ" or elem.VR != "SQ":
+        raise QueryError(UNABLE_TO_PROCESS, f"{_name(elem.tag)} is not a sequence", elem.tag)
+    items = elem.value
+    if len(items) > 1:
+        raise QueryError(UNABLE_TO_PROCESS, f"{_name(elem.tag)} has more than one item",
+                         elem.tag)
+    if not items or len(items[0]) == 0:
+        return None
+    return items[0]
+
+
+def _single_text(elem: DataElement) -> str | None:
+    """The key's one value as text (None when empty); several values are an error."""
+    value = elem.value
+    if isinstance(value, MultiValue | list | tuple):
+        if len(value) > 1:
+            raise QueryError(UNABLE_TO_PROCESS, f"{_name(elem.tag)} has more than one value",
+                             elem.tag)
+        value = value[0] if value else None
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        raise QueryError(UNABLE_TO_PROCESS, f"{_name(elem.tag)} cannot be decoded", elem.tag)
+    text = str(value).strip()
+    return text or None
+
+
+def _uids(elem: DataElement) -> tuple[str, ...]:
+    value = elem.value
+    values = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+    uids = tuple(str(v).strip().rstrip("\0") for v in values if v is not None)
+    if uids == ("",):
+        return ()
+    for uid in uids:
+        if len(uid) > 64 or not _UID_RE.fullmatch(uid):
+            raise QueryError(UNABLE_TO_PROCESS, f"{_name(elem.tag)} is not a UID list",
+                             elem.tag)
+    return uids
+
+
+def _is_universal(text: str) -> bool:
+    return set(text) <= {"*"}
+
+
+def _date_range(text: str, tag: BaseTag) -> tuple[str | None, str | None]:
+    """``(low, high)`` as YYYYMMDD, None for an open side."""
+    low, sep, high = text.partition("-")
+    if not sep:
+        high = low
+    try:
+        bounds = (_date(low), _date(high))
+    except ValueError:
+        raise QueryError(UNABLE_TO_PROCESS, f"{_name(tag)} is not a date or date range",
+                         tag) from None
+    if bounds[0] and bounds[1] and bounds[0] > bounds[1]:
+        raise QueryError(UNABLE_TO_PROCESS, f"{_name(tag)} is a reversed range", tag)
+    return bounds
+
+
+def _date(text: str) -> str | None:
+    text = text.strip()
+    if not text:
+        return None
+    # "YYYY.MM.DD" is the ACR-NEMA form PS3.5 asks SCPs to accept.
+    digits = text.replace(".", "") if len(text) == 10 else text
+    if len(digits) != 8 or not digits.isdigit():
+        raise ValueError(text)
+    date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
+    return digits
+
+
+def _time_range(text: str, tag: BaseTag) -> tuple[str | None, str | None]:
+    """``(low, high)`` as HHMMSS, None for an open side; reduced precision widens."""
+    low, sep, high = text.partition("-")
+    if not sep:
+        high = low
+    try:
+        bounds = (_time(low, "00"), _time(high, "59"))
+    except ValueError:
+        raise QueryError(UNABLE_TO_PROCESS, f"{_name(tag)} is not a time or time range",
+                         tag) from None
+    if bounds[0] and bounds[1] and bounds[0] > bounds[1]:
+        raise QueryError(UNABLE_TO_PROCESS, f"{_name(tag)} is a reversed range", tag)
+    return bounds
+
+
+def _time(text: str, fill: str) -> str | None:
+    text = text.strip().replace(":", "")  # "HH:MM:SS" is the ACR-NEMA form
+    if not text:
+        return None
+    found = _TIME_RE.fullmatch(text)
+    if found is None:
+        raise ValueError(text)
+    hours, minutes, seconds, _fraction = found.groups()
+    if int(hours) > 23 or int(minutes or 0) > 59 or int(seconds or 0) > 60:
+        raise ValueError(text)
+    # Fractions are dropped: the stored column has whole seconds, and a
+    # truncated bound still includes the second it falls in.
+    return hours + (minutes or fill) + (seconds or fill)
+
+
+def _wildcard_regex(pattern: str) -> re.Pattern[str]:
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _name(tag: BaseTag) -> str:
+    return f"({tag.group:04X},{tag.element:04X})"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, MultiValue | list | tuple):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def _values(ds: Dataset, tag: BaseTag) -> Iterable[Any]:
+    """The stored values of ``tag`` in ``ds``; nothing when absent or empty."""
+    if tag not in ds:
+        return ()
+    value = ds[tag].value
+    if value is None or value == "":
+        return ()
+    if isinstance(value, MultiValue | list | tuple):
+        return [v for v in value if v is not None and v != ""]
+    return (value,)
+
+
+@dataclass(frozen=True, slots=True)
+class TextCondition:
+    """Single value or wildcard matching on a string; PN values are normalised."""
+
+    tag: BaseTag
+    pattern: re.Pattern[str]
+    is_name: bool = False
+
+    def accepts(self, ds: Dataset) -> bool:
+        for value in _values(ds, self.tag):
+            text = normalise_name(str(value)) if self.is_name else str(value).strip()
+            if self.pattern.fullmatch(text):
+                return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class RangeCondition:
+    """Single value or range matching on a DA or TM value."""
+
+    tag: BaseTag
+    low: str | None
+    high: str | None
+    kind: _Kind
+
+    def accepts(self, ds: Dataset) -> bool:
+        for value in _values(ds, self.tag):
+            try:
+                if self.kind is _Kind.DATE:
+                    stored = _date(str(value))
+                else:
+                    stored = _time(str(value), "00")
+            except ValueError:
+                continue  # an invalid stored value matches no range
+            if stored is None:
+                continue
+            if (self.low is None or stored >= self.low) and (
+                    self.high is None or stored <= self.high):
+                return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class UidCondition:
+    """List of UID matching."""
+
+    tag: BaseTag
+    uids: frozenset[str]
+
+    def accepts(self, ds: Dataset) -> bool:
+        return any(str(v) in self.uids for v in _values(ds, self.tag))
+
+
+@dataclass(frozen=True, slots=True)
+class EqualCondition:
+    """Single value matching for VRs without wildcards (numbers, AS, DT, ...)."""
+
+    tag: BaseTag
+    value: Any
+
+    def accepts(self, ds: Dataset) -> bool:
+        if self.tag not in ds:
+            return False
+        if not isinstance(self.value, str | float):
+            return bool(_plain(ds[self.tag].value) == self.value)
+        for stored in _values(ds, self.tag):
+            if isinstance(self.value, str) and str(stored).strip() == self.value:
+                return True
+            if isinstance(self.value, float) and _number(stored) == self.value:
+                return True
+        return False
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceCondition:
+    """Sequence matching: one stored item satisfies every sub-condition."""
+
+    tag: BaseTag
+    conditions: tuple[Condition, ...]
+
+    def accepts(self, ds: Dataset) -> bool:
+        if self.tag not in ds or ds[self.tag].VR != "SQ":
+            return False
+        return any(all(c.accepts(item) for c in self.conditions)
+                   for item in ds[self.tag].value)
