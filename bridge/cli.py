@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bridge.config import DEFAULT_CONFIG_NAME, ConfigError, Settings, find_config, load_settings
+from bridge.mapping.tools import add_mapping_commands
 
 DESCRIPTION = """\
 mwl-bridge: an HL7 v2 to DICOM Modality Worklist bridge.
@@ -72,6 +73,16 @@ def _parser() -> argparse.ArgumentParser:
     wl = sub.add_parser("worklist", help="list stored worklist items as a table")
     wl.add_argument("--limit", type=int, default=100)
     wl.set_defaults(run=_worklist)
+
+    from bridge.outbound.cli import add_outbox_commands  # outbox list/show/retry
+
+    add_outbox_commands(sub)
+
+    add_mapping_commands(sub)
+
+    from bridge.orders.commands import add_message_commands  # messages list/show/replay
+
+    add_message_commands(sub)
     return p
 
 
@@ -104,9 +115,13 @@ def _serve(args: argparse.Namespace) -> int:
     _setup_logging(settings)
     from bridge.daemon import Daemon
     from bridge.mapping import MappingLoadError
+    from bridge.tls import TlsConfigError
 
     try:
         asyncio.run(Daemon(settings).run())
+    except TlsConfigError as exc:
+        print(f"TLS configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except MappingLoadError as exc:
         print("mapping error:", file=sys.stderr)
         for err in exc.errors:
@@ -128,11 +143,18 @@ def _check_config(args: argparse.Namespace) -> int:
 
     try:
         mappings = load_mappings(settings.mapping.paths,
-                                 default_station_aet=settings.mapping.default_station_aet)
+                                 default_station_aet=settings.mapping.default_station_aet,
+                                 python_hooks=settings.mapping.python_hooks)
     except MappingLoadError as exc:
         print("mapping error:", file=sys.stderr)
         for err in exc.errors:
             print(f"  {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    from bridge.tls import TlsConfigError, check_listeners
+    try:
+        check_listeners(settings.dicom.tls, settings.mllp.tls)
+    except TlsConfigError as exc:
+        print(f"TLS configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     source = find_config(args.config) or "built-in defaults"
     print(f"config OK ({source})")

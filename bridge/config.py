@@ -17,6 +17,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bridge.mpps.settings import HousekeepingSettings, MppsSettings
+from bridge.orders.settings import OrdersSettings
+from bridge.outbound.settings import OutboundSettings
 from bridge.yamlsrc import SourceError, YamlDoc, load_yaml, validation_errors
 
 ENV_PREFIX = "MWL_BRIDGE_"
@@ -48,6 +51,78 @@ class StoreSettings(_Section):
     max_batch: int = Field(default=64, ge=1, le=10000)
 
 
+def _networks(values: list[str]) -> list[str]:
+    """IP addresses or CIDR networks (host names would need DNS on every connection)."""
+    import ipaddress
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address or CIDR network") from None
+    return values
+
+
+def _dicom_charset(value: str) -> str:
+    from pydicom.charset import python_encoding
+    for term in (t.strip() for t in value.split("\\")):
+        if term not in python_encoding:
+            raise ValueError(f"unknown Specific Character Set term {term!r}")
+    return value
+
+
+class TlsSettings(_Section):
+    """TLS for one listener or client (bridge/tls.py builds the SSLContext)."""
+
+    enabled: bool = False
+    cert_file: Path | None = Field(default=None, description="our PEM certificate (chain)")
+    key_file: Path | None = Field(default=None, description="its PEM private key")
+    ca_file: Path | None = Field(default=None, description="PEM CAs that sign peers' certs")
+    # Server side: mutual TLS, a client without a certificate from ca_file is refused.
+    require_peer_cert: bool = True
+    # Client side: the server certificate must name the host we connect to.
+    check_hostname: bool = True
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    handshake_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class MllpSender(_Section):
+    """One allowed HL7 sender: MSH-3.1 (and MSH-4.1 unless empty), optionally by address."""
+
+    application: str = Field(min_length=1)
+    facility: str = ""
+    hosts: list[str] = Field(default_factory=list)
+
+    _check_hosts = field_validator("hosts")(classmethod(lambda cls, v: _networks(v)))
+
+
+class MllpAllowSettings(_Section):
+    # Empty lists allow everyone; a refused message is answered AR (bridge/hl7/access.py).
+    hosts: list[str] = Field(default_factory=list)
+    senders: list[MllpSender] = Field(default_factory=list)
+
+    _check_hosts = field_validator("hosts")(classmethod(lambda cls, v: _networks(v)))
+
+
+class DicomPeer(_Section):
+    """One known modality AE (dicom.known_aes, keyed by its AE title)."""
+
+    hosts: list[str] = Field(default_factory=list)  # empty: from any allowed host
+    character_set: str | None = None  # default: dicom.character_set
+    unencodable: Literal["utf8", "transliterate"] | None = None  # default: dicom.unencodable
+    # Use the calling AE title as Scheduled Station AE Title when the query leaves it
+    # empty or "*".
+    station_from_calling_ae: bool = False
+    # What this AE may see; empty lists restrict nothing.
+    stations: list[str] = Field(default_factory=list)
+    modalities: list[str] = Field(default_factory=list)
+    worklist_labels: list[str] = Field(default_factory=list)  # (0074,1202)
+    max_associations: int | None = Field(default=None, ge=1)
+
+    _check_hosts = field_validator("hosts")(classmethod(lambda cls, v: _networks(v)))
+    _check_cs = field_validator("character_set")(
+        classmethod(lambda cls, v: v if v is None else _dicom_charset(v)))
+
+
 class MllpSettings(_Section):
     host: str = "127.0.0.1"
     port: Port = 2575
@@ -60,6 +135,8 @@ class MllpSettings(_Section):
         "UTF-8": "utf-8", "UTF8": "utf-8", "WINDOWS-1252": "cp1252", "CP1252": "cp1252",
         "LATIN1": "iso8859-1", "LATIN-1": "iso8859-1", "ISO-8859-1": "iso8859-1",
     })
+    tls: TlsSettings = TlsSettings()
+    allow: MllpAllowSettings = MllpAllowSettings()
 
     @field_validator("default_charset")
     @classmethod
@@ -84,22 +161,48 @@ class DicomSettings(_Section):
     acse_timeout_s: float = Field(default=30.0, gt=0)
     dimse_timeout_s: float = Field(default=30.0, gt=0)
     network_timeout_s: float = Field(default=60.0, gt=0)
+    # Access control and per-AE behaviour (bridge/worklist/access.py, docs/conformance).
+    require_called_ae: bool = True
+    require_known_ae: bool = False
+    allowed_hosts: list[str] = Field(default_factory=list)  # empty: any host
+    max_associations_per_ae: int = Field(default=0, ge=0)  # 0: only the total limit
+    unencodable: Literal["utf8", "transliterate"] = "utf8"
+    known_aes: dict[str, DicomPeer] = Field(default_factory=dict)
+    tls: TlsSettings = TlsSettings()
 
     _check_aet = field_validator("ae_title")(classmethod(lambda cls, v: _ae_title(v)))
+    _check_cs = field_validator("character_set")(classmethod(lambda cls, v: _dicom_charset(v)))
+    _check_hosts = field_validator("allowed_hosts")(classmethod(lambda cls, v: _networks(v)))
+
+    @field_validator("known_aes")
+    @classmethod
+    def _known_ae_titles(cls, value: dict[str, DicomPeer]) -> dict[str, DicomPeer]:
+        for title in value:
+            _ae_title(title)
+        return value
 
 
 class WorklistSettings(_Section):
     # Statuses never returned by C-FIND (kept in the store).
     hidden_statuses: list[str] = Field(
-        default_factory=lambda: ["COMPLETED", "DISCONTINUED", "CANCELED"])
+        default_factory=lambda: ["COMPLETED", "DISCONTINUED", "CANCELED", "HELD"])
     # 0 = no cap. A cap stops broad queries from flooding a console.
     max_answers: int = Field(default=0, ge=0)
+    # Patient's Name: "insensitive" ignores case and accents (what consoles expect),
+    # "exact" compares as stored (DCMTK's behaviour).
+    patient_name_matching: Literal["insensitive", "exact"] = "insensitive"
 
 
 class MappingSettings(_Section):
     # Files or folders (every *.yaml inside, in name order); first routing match wins.
     paths: list[Path] = Field(default_factory=lambda: [Path("mappings")])
     default_station_aet: str = "UNASSIGNED"
+    # Hot reload: check the mapping files (and their lookup tables and hooks) for
+    # changes every this many seconds; 0 turns the check off (SIGHUP still reloads).
+    reload_poll_s: float = Field(default=2.0, ge=0)
+    # Mapping files may name Python hook functions (hooks:), which run inside the
+    # daemon with its rights: off unless the operator allows it.
+    python_hooks: bool = False
 
     _check_aet = field_validator("default_station_aet")(
         classmethod(lambda cls, v: _ae_title(v)))
@@ -120,6 +223,11 @@ class Settings(_Section):
     worklist: WorklistSettings = WorklistSettings()
     mapping: MappingSettings = MappingSettings()
     logging: LoggingSettings = LoggingSettings()
+    orders: OrdersSettings = OrdersSettings()  # lifecycle, checks, policies: docs/orders.md
+    # MPPS, status messages out, housekeeping: docs/mpps-outbound.md
+    mpps: MppsSettings = MppsSettings()
+    outbound: OutboundSettings = OutboundSettings()
+    housekeeping: HousekeepingSettings = HousekeepingSettings()
 
     @property
     def sqlite_path(self) -> Path:
@@ -219,5 +327,15 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         store = store.model_copy(update={"sqlite_path": resolve(store.sqlite_path)})
     mapping = settings.mapping.model_copy(
         update={"paths": [resolve(p) for p in settings.mapping.paths]})
+
+    def tls_files(tls: TlsSettings) -> TlsSettings:
+        return tls.model_copy(update={k: resolve(v) for k in ("cert_file", "key_file", "ca_file")
+                                      if (v := getattr(tls, k)) is not None})
+
+    mllp = settings.mllp.model_copy(update={"tls": tls_files(settings.mllp.tls)})
+    dicom = settings.dicom.model_copy(update={"tls": tls_files(settings.dicom.tls)})
+    outbound = settings.outbound.model_copy(
+        update={"profiles": [resolve(p) for p in settings.outbound.profiles]})
     return settings.model_copy(update={
-        "data_dir": resolve(settings.data_dir), "store": store, "mapping": mapping})
+        "data_dir": resolve(settings.data_dir), "store": store, "mapping": mapping,
+        "mllp": mllp, "dicom": dicom, "outbound": outbound})

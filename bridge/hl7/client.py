@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl as ssl_module
 
 from bridge.hl7.charset import BOM
 from bridge.hl7.mllp import Frame, FrameDecoder, encode_frame
@@ -34,15 +35,26 @@ class MllpClient:
 
     @classmethod
     async def connect(cls, host: str, port: int, *, timeout: float = 10.0,
-                      max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> MllpClient:
-        """Open a connection; raises TimeoutError or ConnectionError."""
+                      max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+                      ssl: ssl_module.SSLContext | None = None,
+                      server_hostname: str | None = None) -> MllpClient:
+        """Open a connection; raises TimeoutError or ConnectionError.
+
+        With ``ssl`` (bridge.tls.client_context) the connection is TLS and the
+        server's certificate must name ``server_hostname`` (default: ``host``).
+        A failed handshake is a ConnectionError naming OpenSSL's reason.
+        """
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(host, port)
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=ssl,
+                    server_hostname=(server_hostname or host) if ssl is not None else None)
         except TimeoutError:
             raise TimeoutError(f"connecting to {host}:{port} took over {timeout} s") from None
         except ConnectionError:
             raise
+        except ssl_module.SSLError as exc:
+            raise ConnectionError(f"TLS with {host}:{port} failed: {exc.reason or exc}") from exc
         except OSError as exc:
             raise ConnectionError(f"cannot connect to {host}:{port}: {exc.strerror}") from exc
         set_nodelay(writer)

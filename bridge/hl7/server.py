@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl as ssl_module
 import traceback
 from typing import Protocol
 
@@ -77,12 +78,17 @@ class MllpServer:
 
     @classmethod
     async def start(cls, handler: FrameHandler, *, host: str, port: int,
-                    max_frame_bytes: int, idle_timeout_s: float) -> MllpServer:
+                    max_frame_bytes: int, idle_timeout_s: float,
+                    ssl: ssl_module.SSLContext | None = None,
+                    ssl_handshake_timeout_s: float = 10.0) -> MllpServer:
+        """Listen; with ``ssl`` (bridge.tls.server_context) every connection is TLS."""
         self = cls(handler, max_frame_bytes=max_frame_bytes, idle_timeout_s=idle_timeout_s)
-        self._server = await asyncio.start_server(self._serve, host, port)
+        self._server = await asyncio.start_server(
+            self._serve, host, port, ssl=ssl,
+            ssl_handshake_timeout=ssl_handshake_timeout_s if ssl is not None else None)
         address = self._server.sockets[0].getsockname()
         self._port = int(address[1])
-        log.info("MLLP listening on %s", format_peer(address))
+        log.info("MLLP listening on %s%s", format_peer(address), " (TLS)" if ssl else "")
         return self
 
     @property

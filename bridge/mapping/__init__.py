@@ -6,11 +6,40 @@
 
 ``map`` is pure (no I/O) and raises MappingError for a message the mapping
 rejects; ``load_mappings`` raises MappingLoadError listing every problem with
-file, line and key. The file format is described in docs/mapping.md.
+file, line and key. ``MappingReloader`` keeps the daemon's set current (SIGHUP,
+file changes). The file format is described in docs/mapping.md.
+
+The names are imported on first use, so that the CLI can register the
+``mapping`` commands (bridge.mapping.tools) without loading pydicom and hl7apy.
 """
 
-from bridge.mapping.engine import MappingResult, MappingSet
-from bridge.mapping.errors import MappingError, MappingLoadError
-from bridge.mapping.loader import load_mappings
+from __future__ import annotations
 
-__all__ = ["MappingError", "MappingLoadError", "MappingResult", "MappingSet", "load_mappings"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bridge.mapping.engine import MappingResult, MappingSet
+    from bridge.mapping.errors import MappingError, MappingLoadError
+    from bridge.mapping.loader import load_configured, load_mappings
+    from bridge.mapping.reload import MappingReloader
+
+_EXPORTS = {
+    "MappingError": "bridge.mapping.errors",
+    "MappingLoadError": "bridge.mapping.errors",
+    "MappingReloader": "bridge.mapping.reload",
+    "MappingResult": "bridge.mapping.engine",
+    "MappingSet": "bridge.mapping.engine",
+    "load_configured": "bridge.mapping.loader",
+    "load_mappings": "bridge.mapping.loader",
+}
+
+__all__ = ["MappingError", "MappingLoadError", "MappingReloader", "MappingResult", "MappingSet",
+           "load_configured", "load_mappings"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bridge.mapping' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydicom import Dataset
 from pydicom.dataelem import DataElement
@@ -114,7 +114,14 @@ class ConcatSource:
         return " + ".join(r.source.text for r in self.rules)
 
 
-Source = PathSource | ConstSource | FirstSource | ConcatSource
+class Source(Protocol):
+    """Where a value comes from: the sources above, and those of bridge.mapping.sources
+    (join, hook) and bridge.mapping.stations (station rules)."""
+
+    def fetch(self, ctx: Context, anchor: Anchor, multi: bool) -> list[Pair]: ...
+
+    @property
+    def text(self) -> str: ...
 
 
 # -- values --------------------------------------------------------------------
@@ -134,6 +141,7 @@ class ValueRule:
     table: dict[str, Any] | None = None
     table_fallback: Any = _NO_FALLBACK
     lookup: dict[str, str] | None = None
+    lookup_name: str = ""  # set when a key missing from the table is an error (lookup_miss)
     text_conversion: Callable[[str], str] | None = None
     structured: Callable[[Repetition, bool], Any] | None = None
     case: Callable[[str], str] | None = None
@@ -183,7 +191,11 @@ class ValueRule:
                                   "is not in the mapping's value map for this attribute",
                                   hit, value)
         if self.lookup is not None and value != "":
-            value = self.lookup.get(value, "")
+            found = self.lookup.get(value)
+            if found is None and self.lookup_name:
+                raise self._error(codes.TABLE_VALUE_NOT_FOUND,
+                                  f"is not a key of lookup table {self.lookup_name}", hit, value)
+            value = found or ""
         if self.text_conversion is not None and isinstance(value, str) and value:
             try:
                 value = self.text_conversion(value)
@@ -277,6 +289,10 @@ class AttributeRule:
             return
         assert self.value is not None
         values, hit = self.value.produce(ctx, anchor, self.max_values != 1)
+        if self.max_values != 1 and any(isinstance(v, str) and "\\" in v for v in values):
+            # DICOM's value delimiter: a table or message value "CT01\\CT02" is two values.
+            values = [p for v in values for p in (v.split("\\") if isinstance(v, str) else [v])
+                      if p != ""]
         if not values:
             if self.required:
                 raise self.missing(ctx, anchor)
@@ -415,6 +431,7 @@ class Mapping:
     group_by: tuple[str, ...]
     record: ItemRule
     study_uid: StudyUidPolicy
+    sources: tuple[Path, ...] = ()  # lookup tables and hook files it read, for hot reload
 
     def map(self, message: Message) -> list[Dataset]:
         try:

@@ -7,11 +7,12 @@ that nothing of this happens per message.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict
@@ -37,6 +38,7 @@ from bridge.mapping.engine import (
 )
 from bridge.mapping.errors import MappingLoadError
 from bridge.mapping.hl7spec import StructureChecker
+from bridge.mapping.hooks import HookFunction, HookLoadError, HookSource, load_hook
 from bridge.mapping.lookups import VALUE_COLUMN, LookupTable, load_table
 from bridge.mapping.paths import (
     Chain,
@@ -47,8 +49,20 @@ from bridge.mapping.paths import (
     PathSyntaxError,
     Relative,
 )
-from bridge.mapping.schema import ForEachSpec, MappingSpec, ValueSpec
+from bridge.mapping.schema import ForEachSpec, MappingSpec, StationsSpec, ValueSpec
+from bridge.mapping.sources import JoinSource
+from bridge.mapping.stations import (
+    AET_KEYWORD,
+    NAME_KEYWORD,
+    StationAetSource,
+    StationNameSource,
+    StationRule,
+    StationRules,
+)
 from bridge.yamlsrc import SourceError, YamlDoc, load_yaml, validation_errors
+
+if TYPE_CHECKING:
+    from bridge.config import MappingSettings
 
 MAPPING_SUFFIXES = (".yaml", ".yml")
 BUILTIN_VARS = ("default_station_aet",)
@@ -59,9 +73,31 @@ _SUPPORTED_VRS = vr.TEXT_VRS | {"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", 
 Loc = tuple[str | int, ...]
 
 
-def load_mappings(paths: Sequence[Path], *, default_station_aet: str) -> MappingSet:
+def load_configured(settings: MappingSettings) -> MappingSet:
+    """Load the mappings the configuration names (``mapping:`` section)."""
+    return load_mappings(settings.paths, default_station_aet=settings.default_station_aet,
+                         python_hooks=settings.python_hooks)
+
+
+def mapping_files(paths: Sequence[Path]) -> list[Path]:
+    """The mapping files the given files and folders stand for, in load order."""
+    files: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir()
+                                if p.is_file() and p.suffix.lower() in MAPPING_SUFFIXES))
+        elif path.is_file():
+            files.append(path)
+    return files
+
+
+def load_mappings(paths: Sequence[Path], *, default_station_aet: str,
+                  python_hooks: bool = False) -> MappingSet:
     """Load mapping files and folders (every *.yaml/*.yml inside, in name order).
 
+    The routing order is by ``match.priority`` (highest first), then load
+    order; fallbacks come last. ``python_hooks`` allows ``hooks:``.
     Raises MappingLoadError listing every problem found, each with file, line and key.
     """
     errors: list[SourceError] = []
@@ -80,10 +116,10 @@ def load_mappings(paths: Sequence[Path], *, default_station_aet: str) -> Mapping
             errors.append(SourceError(path, None, "", "no such mapping file or folder"))
     if not paths:
         errors.append(SourceError("<mapping paths>", None, "", "no mapping files given"))
-    mappings: list[Mapping] = []
+    mappings: list[tuple[int, Mapping]] = []
     first_seen: dict[str, Path] = {}
     for path in files:
-        compiler = _FileCompiler(path, default_station_aet)
+        compiler = _FileCompiler(path, default_station_aet, python_hooks)
         mapping = compiler.compile()
         errors.extend(compiler.errors)
         if mapping is None:
@@ -94,23 +130,28 @@ def load_mappings(paths: Sequence[Path], *, default_station_aet: str) -> Mapping
                            f"{first_seen[mapping.name]}"))
             continue
         first_seen[mapping.name] = path
-        mappings.append(mapping)
+        mappings.append((compiler.priority, mapping))
     if errors:
         raise MappingLoadError(errors)
-    return MappingSet(mappings)
+    mappings.sort(key=lambda pm: -pm[0])  # stable: equal priorities keep the load order
+    return MappingSet([m for _, m in mappings])
 
 
 class _FileCompiler:
     """Compiles one mapping file, collecting errors instead of stopping at the first."""
 
-    def __init__(self, path: Path, default_station_aet: str) -> None:
+    def __init__(self, path: Path, default_station_aet: str, python_hooks: bool = False) -> None:
         self.path = path
         self.default_station_aet = default_station_aet
+        self.python_hooks = python_hooks
         self.errors: list[SourceError] = []
         self.doc = YamlDoc(path=path, data={}, lines={})
         self.syntax = PathSyntax({})
         self.checker = StructureChecker(())
         self.tables: dict[str, LookupTable] = {}
+        self.hooks: dict[str, HookFunction] = {}
+        self.sources: list[Path] = []  # files read besides the mapping file
+        self.priority = 0
 
     # -- helpers
 
@@ -183,7 +224,9 @@ class _FileCompiler:
         self.setup_vars(spec.vars if spec is not None else raw_vars)
         if spec is not None:
             self.checker = StructureChecker(spec.match.versions)
+            self.priority = spec.match.priority
             self.load_lookups(spec)
+            self.load_hooks(spec)
         attributes = data.get("attributes")
         if not isinstance(attributes, dict):
             return None  # the model already reported it
@@ -192,13 +235,16 @@ class _FileCompiler:
             return None
         match = self.match(spec)
         self.check_record(attributes, record)
+        if spec.stations is not None:
+            record = self.stations(spec.stations, record)
         for i, segment in enumerate(spec.group_by):
             loc: Loc = ("group_by", i) if ("group_by", i) in self.doc.lines else ("group_by",)
             self.check_refs([FieldRef(segment, 0, 0, 0, segment)], loc)
         policy = self.study_uid(spec, record)
         if self.errors or match is None:
             return None
-        return Mapping(spec.name, self.path, match, tuple(spec.group_by), record, policy)
+        return Mapping(spec.name, self.path, match, tuple(spec.group_by), record, policy,
+                       sources=tuple(dict.fromkeys(self.sources)))
 
     def setup_vars(self, raw: dict[Any, Any]) -> None:
         variables: dict[str, str | None] = {}
@@ -222,10 +268,30 @@ class _FileCompiler:
             if not path.is_file():
                 self.error(("lookups", name, "file"), f"lookup file not found: {path}")
                 continue
+            self.sources.append(path)
             try:
                 self.tables[name] = load_table(path, lookup.key)
             except SourceError as exc:
                 self.errors.append(exc)
+
+    def load_hooks(self, spec: MappingSpec) -> None:
+        if spec.hooks and not self.python_hooks:
+            self.error(("hooks",), "Python hooks are off; an operator can allow them with "
+                                   "mapping.python_hooks: true in the configuration")
+            return
+        for name, target in spec.hooks.items():
+            try:
+                function, path = load_hook(target, self.path.parent)
+            except HookLoadError as exc:
+                if exc.path is not None:
+                    self.sources.append(exc.path)
+                    self.errors.append(SourceError(exc.path, exc.line, f"hooks.{name}",
+                                                   exc.problem))
+                else:
+                    self.error(("hooks", name), exc.problem)
+                continue
+            self.sources.append(path)
+            self.hooks[name] = function
 
     def match(self, spec: MappingSpec) -> MatchRule | None:
         m = spec.match
@@ -248,6 +314,80 @@ class _FileCompiler:
             self.error(("attributes", SPS_SEQUENCE_KEYWORD),
                        "give exactly one item (a list with one mapping): each record is one "
                        "Scheduled Procedure Step; a message yields one record per group")
+
+    def stations(self, spec: StationsSpec, record: ItemRule) -> ItemRule:
+        """The record with station rules added to its Scheduled Procedure Step item."""
+        sps = record.find(SPS_SEQUENCE_KEYWORD)
+        if sps is None or not isinstance(sps.items, StaticItems) or len(sps.items.items) != 1:
+            return record  # check_record has said why
+        (item,) = sps.items.items
+        ok = True
+        for keyword in (AET_KEYWORD, NAME_KEYWORD):
+            if item.find(keyword) is not None:
+                self.error(("attributes", SPS_SEQUENCE_KEYWORD, 0, keyword),
+                           f"{keyword} is set by stations: rules; remove it here or there")
+                ok = False
+        rules: list[StationRule] = []
+        names: set[str] = set()
+        for i, rule_spec in enumerate(spec.rules):
+            loc: Loc = ("stations", "rules", i)
+            if rule_spec.name in names:
+                self.error((*loc, "name"), f"rule name {rule_spec.name!r} is used twice")
+                ok = False
+            names.add(rule_spec.name)
+            when = self.condition(rule_spec.when, (*loc, "when"), None)
+            aet = self.station_value(rule_spec.aet, (*loc, "aet"), AET_KEYWORD, "AE", 0)
+            name = (self.station_value(rule_spec.station_name, (*loc, "station_name"),
+                                       NAME_KEYWORD, "SH", 1)
+                    if rule_spec.station_name is not None else None)
+            if aet is None or (rule_spec.when is not None and when is None) or (
+                    rule_spec.station_name is not None and name is None):
+                ok = False
+                continue
+            rules.append(StationRule(rule_spec.name, rule_spec.priority, i, when, aet, name))
+        default = spec.default
+        default_aet = self.station_value(
+            default.aet if default.aet is not None else "$default_station_aet",
+            ("stations", "default", "aet"), AET_KEYWORD, "AE", 0)
+        default_name = (self.station_value(default.station_name,
+                                           ("stations", "default", "station_name"),
+                                           NAME_KEYWORD, "SH", 1)
+                        if default.station_name is not None else None)
+        if not ok or default_aet is None or (default.station_name is not None
+                                             and default_name is None):
+            return record
+        rules.sort(key=lambda r: -r.priority)  # stable: equal priorities keep the file order
+        station_rules = StationRules(tuple(rules), default_aet, default_name)
+        added = []
+        for keyword, source in ((AET_KEYWORD, StationAetSource(station_rules)),
+                                (NAME_KEYWORD, StationNameSource(station_rules))):
+            tag = BaseTag(keyword_dict[keyword])
+            added.append(AttributeRule(keyword, tag, dictionary_VR(tag),
+                                       vr.max_values(dictionary_VM(tag)),
+                                       value=ValueRule(keyword=keyword, source=source)))
+        new_item = ItemRule((*item.attributes, *added))
+        new_sps = dataclasses.replace(sps, items=StaticItems((new_item,)))
+        return ItemRule(tuple(new_sps if r is sps else r for r in record.attributes))
+
+    def station_value(self, raw: Any, loc: Loc, keyword: str, kind: str,
+                      max_values: int) -> ValueRule | None:
+        """A station rule's value: like an attribute's, and a list is a list of constants."""
+        if isinstance(raw, list):
+            raw = {"const": raw}
+        if isinstance(raw, str) and not raw.startswith("$"):
+            try:
+                self.syntax.chain(raw)
+            except PathSyntaxError as exc:
+                self.error(loc, f"bad path: {exc}; for a constant write {{const: {raw}}}")
+                return None
+        spec = self.value_spec(raw, loc)
+        if spec is None:
+            return None
+        for flag in ("required", "truncate", "omit_empty"):
+            if getattr(spec, flag):
+                self.error((*loc, flag), f"{flag} does not apply to a station rule")
+                return None
+        return self.value(spec, loc, keyword, kind, max_values, None)
 
     def study_uid(self, spec: MappingSpec, record: ItemRule) -> StudyUidPolicy:
         defined = {r.keyword for r in record.attributes}
@@ -345,7 +485,9 @@ class _FileCompiler:
         return AttributeRule(keyword, tag, "SQ", 0, items=ForEachItems(path, item, when))
 
     def value_spec(self, raw: Any, loc: Loc) -> ValueSpec | None:
-        if isinstance(raw, str):
+        if isinstance(raw, str) and raw.startswith("$"):
+            raw = {"const": raw}  # a variable is never a path
+        elif isinstance(raw, str):
             raw = {"from": raw}
         elif (isinstance(raw, float) and 0 < raw < 1) or (isinstance(raw, int) and raw < 0):
             self.error(loc, f"YAML reads this as the number {raw!r}; quote a relative path: "
@@ -354,7 +496,7 @@ class _FileCompiler:
         elif not isinstance(raw, dict):
             hint = f"; for a constant write const: {raw!r}" if raw is not None else ""
             self.error(loc, "a value is a path (e.g. PID-3.1) or a mapping with from:, const:, "
-                            "first: or concat:" + hint)
+                            "first:, concat: or hook:" + hint)
             return None
         return self.model(ValueSpec, raw, loc)
 
@@ -367,10 +509,19 @@ class _FileCompiler:
                        f"{'/'.join(sorted(conversion.target_vrs))} value but {keyword} has "
                        f"VR {kind}")
             ok = False
-        if kind == "SQ" and (conversion is None or conversion.structured is None):
+        if kind == "SQ" and (conversion is None or conversion.structured is None) \
+                and spec.hook is None:
             self.error(loc, f"{keyword} is a sequence: a value for it needs as: CODE or CODE_ALT")
             ok = False
         structured = conversion is not None and conversion.structured is not None
+        if spec.join is not None and (structured or kind == "SQ"):
+            self.error((*loc, "join"), "join: makes one text of several values; it does not "
+                                       "combine with a sequence or with as: "
+                                       f"{spec.as_ or 'CODE'}")
+            ok = False
+        if spec.lookup_miss == "error" and spec.lookup is None:
+            self.error((*loc, "lookup_miss"), "lookup_miss: belongs with a lookup:")
+            ok = False
         if structured:
             if spec.from_ is None:
                 self.error((*loc, "as"), f"as: {spec.as_} reads the parts of a field; use it "
@@ -407,9 +558,9 @@ class _FileCompiler:
             ok = ok and pattern is not None
             replace = (pattern, spec.replace[1]) if pattern is not None else None
         # A value that reaches the attribute unchanged can be checked against its VR now.
-        final = spec.as_ is None and spec.case is None
+        final = spec.as_ is None and spec.case is None and spec.join is None
         table, fallback = self.value_map(spec, loc, kind, final and spec.lookup is None)
-        lookup = self.lookup(spec, loc, keyword, kind, final)
+        lookup = self.lookup(spec, loc, keyword, kind, final, max_values)
         default = self.constants(spec.default, (*loc, "default"), kind, max_values, check=True)
         if spec.lookup is not None and lookup is None:
             ok = False
@@ -418,17 +569,35 @@ class _FileCompiler:
         extra: dict[str, Any] = {}
         if fallback is not _UNSET:
             extra["table_fallback"] = fallback
-        return ValueRule(
+        if spec.lookup_miss == "error" and spec.lookup is not None:
+            name = spec.lookup.partition(".")[0]
+            extra["lookup_name"] = f"{name} ({self.tables[name].path.name})"
+        rule = ValueRule(
             keyword=keyword, source=source, when=when, regex=regex, replace=replace,
             table=table, lookup=lookup,
             text_conversion=conversion.text if conversion is not None else None,
             structured=conversion.structured if conversion is not None else None,
             case=str.upper if spec.case == "upper" else str.lower if spec.case else None,
             default=default, truncate=spec.truncate, **extra)
+        if spec.join is not None:
+            # The steps run on each value; when and default on the joined one.
+            inner = dataclasses.replace(rule, when=None, default=())
+            rule = ValueRule(keyword=keyword, source=JoinSource(inner, spec.join), when=when,
+                             default=default, truncate=spec.truncate)
+        return rule
 
     def source(self, spec: ValueSpec, loc: Loc, keyword: str, kind: str, max_values: int,
                rel: Relative | None, structured: bool
-               ) -> PathSource | ConstSource | FirstSource | ConcatSource | None:
+               ) -> PathSource | ConstSource | FirstSource | ConcatSource | HookSource | None:
+        if spec.hook is not None:
+            function = self.hooks.get(spec.hook)
+            if function is None:
+                declared = self.doc.data.get("hooks")
+                if not (isinstance(declared, dict) and spec.hook in declared):
+                    self.error((*loc, "hook"), f"no hook {spec.hook!r}; define it under hooks:")
+                return None
+            return HookSource(spec.hook, function, tuple(spec.args.items()), keyword,
+                              self.syntax)
         if spec.from_ is not None:
             chain = self.chain(spec.from_, (*loc, "from") if (*loc, "from") in self.doc.lines
                                else loc, rel)
@@ -519,8 +688,8 @@ class _FileCompiler:
                 table[key] = value
         return table, fallback
 
-    def lookup(self, spec: ValueSpec, loc: Loc, keyword: str, kind: str, check: bool
-               ) -> dict[str, str] | None:
+    def lookup(self, spec: ValueSpec, loc: Loc, keyword: str, kind: str, check: bool,
+               max_values: int = 1) -> dict[str, str] | None:
         if spec.lookup is None:
             return None
         name, _, column = spec.lookup.partition(".")
@@ -536,12 +705,15 @@ class _FileCompiler:
         values = table.column(column)
         if check:
             for key, value in values.items():
-                if value:
-                    problem = vr.check(kind, value)
+                # A multi-valued attribute takes several values as V1\V2 (DICOM's delimiter).
+                parts = value.split("\\") if max_values != 1 else [value]
+                for part in parts:
+                    problem = vr.check(kind, part) if part else None
                     if problem:
                         self.errors.append(SourceError(
                             table.path, table.lines.get(key), f"{key}.{column}",
-                            f"{value!r} {problem} (used for {keyword})"))
+                            f"{part!r} {problem} (used for {keyword})"))
+                        break
         return values
 
 

@@ -6,6 +6,7 @@
     PID-3[where .4.1 = HOSP].1      repetitions whose component 4.1 is HOSP
     OBX(2)-5     OBX(*)-5           the second OBX in scope; every OBX
     OBX(where -3.1 = "29463-7")-5   the OBX whose field 3.1 is 29463-7
+    NTE(after OBR)-3                the NTEs that follow this group's OBR (not those after PID)
     OBR-18 | ORC-3.1                fallback chain: the first path with a value
 
 Conditions: ``ORC-1 = NW``, ``OBR-24 in (CT, MR)``, ``ZDS-1.1`` (has a value),
@@ -27,13 +28,13 @@ from bridge.mapping.scope import Context, Hit, SegRef
 
 Anchor = Hit | SegRef | None
 
-ONE, ALL, RANGE, WHERE = 0, 1, 2, 3
+ONE, ALL, RANGE, WHERE, AFTER = 0, 1, 2, 3, 4
 
 _SEG_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
 _INT = re.compile(r"[0-9]+")
 _VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BARE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+\-]*")
-_KEYWORDS = {"and", "or", "not", "in", "where"}
+_KEYWORDS = {"and", "or", "not", "in", "where", "after"}
 
 
 class PathSyntaxError(ValueError):
@@ -156,6 +157,7 @@ class Select:
     start: int = 1
     stop: int = 0  # RANGE: last position, 0 for "to the end"
     where: Condition | None = None
+    after: frozenset[str] = frozenset()  # AFTER: the lead segment types
 
     @property
     def multi(self) -> bool:
@@ -188,10 +190,16 @@ class FieldPath:
     def segments(self, ctx: Context, anchor: Anchor) -> list[SegRef]:
         if self.segment is None:
             return [anchor] if isinstance(anchor, SegRef) else []
+        occ = self.occ
+        if occ.kind == AFTER:
+            # The segments whose lead is one of the named types and visible here: the
+            # NTEs of this group's OBR, or of the message's PID, never another group's.
+            return [ref for ref in ctx.whole.get(self.segment, ())
+                    if ref.lead is not None and ref.lead.segment.name in occ.after
+                    and ctx.visible(ref.lead)]
         refs = ctx.scope.get(self.segment)
         if not refs:
             return []
-        occ = self.occ
         if occ.kind == ONE:
             return [refs[occ.start - 1]] if occ.start <= len(refs) else []
         if occ.kind == ALL:
@@ -520,6 +528,14 @@ class _Parser:
                 sub = self.integer("a sub-component number")
         return comp, sub
 
+    def segment_id(self) -> str:
+        self.ws()
+        m = _SEG_ID.match(self.text, self.i)
+        if not m or (m.end() < len(self.text) and self.text[m.end()].isalnum()):
+            raise self.error("expected a segment id (three capitals or digits, e.g. OBR)")
+        self.i = m.end()
+        return m.group()
+
     def rep_relative(self, start: int) -> RepPath:
         if self.rel is None or self.rel.kind != "rep":
             raise self.error("a path starting with '.' is relative to a repetition; it is only "
@@ -543,6 +559,12 @@ class _Parser:
     def selector(self, close: str, rel: Relative) -> Select:
         if self.take("*"):
             sel = Select(ALL)
+        elif close == ")" and self.take_word("after"):
+            leads = [self.segment_id()]
+            while self.take(","):
+                leads.append(self.segment_id())
+            sel = Select(AFTER, after=frozenset(leads))
+            self.refs.extend(FieldRef(name, 0, 0, 0, name) for name in leads)
         elif self.take_word("where"):
             saved, self.rel = self.rel, rel
             try:
@@ -552,7 +574,8 @@ class _Parser:
             sel = Select(WHERE, where=cond)
         else:
             self.ws()
-            n = self.integer("a position, '*', 'N..M' or 'where'")
+            n = self.integer("a position, '*', 'N..M', 'where'"
+                             + (" or 'after'" if close == ")" else ""))
             if self.take(".."):
                 self.ws()
                 m = self.integer("the end of the range") if self.text[self.i:self.i + 1].isdigit() \

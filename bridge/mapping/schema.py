@@ -79,6 +79,7 @@ class MatchSpec(_Strict):
     sending_application: Words = Field(default_factory=list, description="MSH-3.1")
     sending_facility: Words = Field(default_factory=list, description="MSH-4.1")
     when: Condition | None = None
+    priority: int = Field(default=0, description="higher is tried first; equal: file order")
     fallback: bool = Field(default=False,
                            description="tried after every other mapping, whatever its place")
 
@@ -116,8 +117,34 @@ class LookupSpec(_Strict):
     key: str | None = Field(default=None, description="CSV key column; default the first")
 
 
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
+class StationRuleSpec(_Strict):
+    """One station rule: when it holds and its aet yields a value, it decides the station."""
+
+    name: Name
+    priority: int = Field(default=0, description="higher is tried first; equal: file order")
+    when: Condition | None = None
+    aet: Any = Field(description="a value: path, or mapping with from/const/lookup/...; "
+                                 "several AE titles allowed")
+    station_name: Any = Field(default=None, description="a value for ScheduledStationName")
+
+
+class StationDefaultSpec(_Strict):
+    aet: Any = Field(default=None, description="default: $default_station_aet")
+    station_name: Any = None
+
+
+class StationsSpec(_Strict):
+    """Scheduled Station AE Title and Name of each step, decided by rules."""
+
+    rules: list[StationRuleSpec] = Field(default_factory=list)
+    default: StationDefaultSpec = StationDefaultSpec()
+
+
 class MappingSpec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: Name
     description: str = ""
     match: MatchSpec
     group_by: Annotated[list[SegmentId], BeforeValidator(_as_list)] = Field(
@@ -126,23 +153,31 @@ class MappingSpec(_Strict):
         default_factory=dict)
     study_uid: StudyUidSpec = StudyUidSpec()
     lookups: dict[str, LookupSpec] = Field(default_factory=dict)
+    hooks: dict[str, Annotated[str, Field(pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")]] = \
+        Field(default_factory=dict, description="name -> file.py:function, the last resort")
+    stations: StationsSpec | None = None
     attributes: dict[str, Any]
 
 
 class ValueSpec(_Strict):
-    """One value: a source (from, const, first or concat), then the steps, in this order:
-    when, regex, replace, map, lookup, as, case, default; then truncate/required."""
+    """One value: a source (from, const, first, concat or hook), then the steps, in this
+    order: when, regex, replace, map, lookup, as, case, join, default; then
+    truncate/required."""
 
     from_: str | None = Field(default=None, alias="from")
     const: Scalars | None = None
     first: list[Any] | None = None
     concat: list[Any] | None = None
+    hook: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of hook")
     separator: str = " "
+    join: str | None = Field(default=None, description="join every value with this text")
     when: Condition | None = None
     regex: str | None = None
     replace: Annotated[list[str], Field(min_length=2, max_length=2)] | None = None
     map: Annotated[dict[str, Scalar | None], BeforeValidator(_word_keys)] | None = None
     lookup: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_ -]+)?$")
+    lookup_miss: Literal["empty", "error"] = "empty"
     as_: Literal["DA", "TM", "DT", "TZ", "PN", "PN_XCN", "CODE", "CODE_ALT"] | None = Field(
         default=None, alias="as")
     case: Literal["upper", "lower"] | None = None
@@ -154,10 +189,13 @@ class ValueSpec(_Strict):
     @model_validator(mode="after")
     def _one_source(self) -> ValueSpec:
         given = [k for k, v in (("from", self.from_), ("const", self.const),
-                                ("first", self.first), ("concat", self.concat)) if v is not None]
+                                ("first", self.first), ("concat", self.concat),
+                                ("hook", self.hook)) if v is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one source: from, const, first or concat"
+            raise ValueError("give exactly one source: from, const, first, concat or hook"
                              + (f" (found {', '.join(given)})" if given else ""))
+        if self.args and self.hook is None:
+            raise ValueError("args: are for a hook")
         return self
 
 

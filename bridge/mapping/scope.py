@@ -15,13 +15,18 @@ from bridge.hl7.message import Message, Repetition, Segment
 
 
 class SegRef:
-    """A segment plus its sequence number among segments of its type (the ERL ``seq``)."""
+    """A segment plus its sequence number among segments of its type (the ERL ``seq``).
 
-    __slots__ = ("segment", "seq")
+    ``lead`` is the nearest segment before it of another type: the segment an
+    NTE (or any run of same-type segments) belongs to, for ``NTE(after OBR)``.
+    """
 
-    def __init__(self, segment: Segment, seq: int) -> None:
+    __slots__ = ("lead", "segment", "seq")
+
+    def __init__(self, segment: Segment, seq: int, lead: SegRef | None = None) -> None:
         self.segment = segment
         self.seq = seq
+        self.lead = lead
 
 
 class Hit:
@@ -92,12 +97,24 @@ Scope = dict[str, list[SegRef]]
 
 
 class Context:
-    """The segments visible to paths while one record is built."""
+    """The segments visible to paths while one record is built.
 
-    __slots__ = ("scope",)
+    ``whole`` is every segment of the message by type: ``NTE(after PID)`` looks
+    there for the NTEs whose lead segment is visible in ``scope``, because the
+    NTEs after PID are outside every group while those after OBR are inside one.
+    """
 
-    def __init__(self, scope: Scope) -> None:
+    __slots__ = ("message", "scope", "whole")
+
+    def __init__(self, scope: Scope, whole: Scope | None = None,
+                 message: Message | None = None) -> None:
         self.scope = scope
+        self.whole = scope if whole is None else whole
+        self.message = message  # for Python hooks, which may want more than paths give
+
+    def visible(self, ref: SegRef) -> bool:
+        """Whether this very segment (not just one of its type) is in scope."""
+        return any(r is ref for r in self.scope.get(ref.segment.name, ()))
 
 
 class MissingGroup(ValueError):
@@ -119,14 +136,18 @@ def message_contexts(message: Message, group_by: Sequence[str] = ()
     """
     refs: list[SegRef] = []
     whole: Scope = {}
+    lead: SegRef | None = None
     for segment in message.segments:
         same = whole.setdefault(segment.name, [])
-        ref = SegRef(segment, len(same) + 1)
+        if refs and refs[-1].segment.name != segment.name:
+            lead = refs[-1]
+        ref = SegRef(segment, len(same) + 1, lead)
         same.append(ref)
         refs.append(ref)
     if not group_by:
-        return Context(whole), []
-    return Context(whole), [Context(scope) for scope in _leaves(refs, whole, {}, group_by)]
+        return Context(whole, whole, message), []
+    return Context(whole, whole, message), [Context(scope, whole, message)
+                                            for scope in _leaves(refs, whole, {}, group_by)]
 
 
 def _leaves(refs: list[SegRef], scope: Scope, outer: Scope, levels: Sequence[str]

@@ -74,7 +74,100 @@ def _v1(d: Dialect) -> list[str]:
     return stmts
 
 
-MIGRATIONS = (_v1,)
+def _mpps_outbox(d: Dialect) -> list[str]:
+    """MPPS instances, their links to procedure steps, and the outbound HL7 outbox.
+
+    Used by bridge/store/mpps_tx.py and bridge/store/outbox_tx.py (issue 5).
+    """
+    return [
+        f"""CREATE TABLE mpps (
+  id {d.row_id},
+  sop_instance_uid TEXT NOT NULL,
+  status TEXT NOT NULL,
+  calling_aet TEXT NOT NULL,
+  station_aet TEXT NOT NULL,
+  modality TEXT NOT NULL,
+  scheduled INTEGER NOT NULL,
+  note TEXT NOT NULL,
+  item TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+)""",
+        "CREATE UNIQUE INDEX ux_mpps_uid ON mpps (sop_instance_uid)",
+        "CREATE INDEX ix_mpps_status_updated ON mpps (status, updated_at)",
+        """CREATE TABLE mpps_step (
+  mpps_id BIGINT NOT NULL REFERENCES mpps (id) ON DELETE CASCADE,
+  step_id BIGINT NOT NULL REFERENCES procedure_step (id) ON DELETE CASCADE,
+  PRIMARY KEY (mpps_id, step_id)
+)""",
+        "CREATE INDEX ix_mpps_step_step ON mpps_step (step_id)",
+        f"""CREATE TABLE outbox (
+  id {d.row_id},
+  destination TEXT NOT NULL,
+  order_key TEXT NOT NULL,
+  event TEXT NOT NULL,
+  message_type TEXT NOT NULL,
+  control_id TEXT NOT NULL,
+  state TEXT NOT NULL,
+  attempts INTEGER NOT NULL,
+  next_attempt_at TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  sent_at TEXT NOT NULL,
+  last_error TEXT NOT NULL,
+  mpps_id BIGINT REFERENCES mpps (id) ON DELETE SET NULL,
+  step_id BIGINT REFERENCES procedure_step (id) ON DELETE SET NULL,
+  payload {d.blob} NOT NULL,
+  ack {d.blob} NOT NULL
+)""",
+        # The sender's question: the oldest pending message of each order.
+        "CREATE INDEX ix_outbox_queue ON outbox (destination, state, order_key, id)",
+        "CREATE INDEX ix_outbox_state_updated ON outbox (state, updated_at)",
+        "CREATE UNIQUE INDEX ux_outbox_control ON outbox (destination, control_id)",
+        # Purging a step or an MPPS clears these references without a table scan.
+        "CREATE INDEX ix_outbox_step ON outbox (step_id)",
+        "CREATE INDEX ix_outbox_mpps ON outbox (mpps_id)",
+    ]
+
+
+def _orders(d: Dialect) -> list[str]:
+    """Replay detection, dead letters, message retention and the patient registry.
+
+    Used by bridge/store/orders_tx.py (issue 4).
+    """
+    return [
+        # The normalised content hash answers an exact resend with its original ACK.
+        "ALTER TABLE message_log ADD COLUMN content_hash TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE message_log ADD COLUMN flags TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE message_log ADD COLUMN outcome TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE message_log ADD COLUMN replay_of BIGINT",
+        "CREATE INDEX ix_message_replay_of ON message_log (replay_of)",
+        # Purging a message clears the steps' references to it; without this
+        # index every purged row would scan procedure_step (also for the FK check).
+        "CREATE INDEX ix_step_message ON procedure_step (message_id)",
+        f"""CREATE TABLE patient (
+  id {d.row_id},
+  patient_id TEXT NOT NULL,
+  issuer TEXT NOT NULL,
+  name TEXT NOT NULL,
+  birth_date TEXT NOT NULL,
+  sex TEXT NOT NULL,
+  attributes TEXT NOT NULL,
+  merged_into_id TEXT NOT NULL,
+  merged_into_issuer TEXT NOT NULL,
+  merge_event TEXT NOT NULL,
+  flags TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  message_id BIGINT
+)""",
+        # One row per identity: concurrent messages about a new patient cannot make two.
+        "CREATE UNIQUE INDEX ux_patient ON patient (patient_id, issuer)",
+        "CREATE INDEX ix_patient_merged ON patient (merged_into_id, merged_into_issuer)",
+    ]
+
+
+MIGRATIONS = (_v1, _mpps_outbox, _orders)
 
 
 def latest_version() -> int:

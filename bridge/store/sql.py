@@ -271,3 +271,23 @@ class _SqlTx:
             f"UPDATE procedure_step SET {sets}, item = {p}, updated_at = {p}, message_id = {p}"
             f" WHERE id = {p}", (*values, text, now, message_id, row[0]))
         return UpsertOutcome.UPDATED
+
+    def replace_step(self, step_id: int, item: Dataset, message_id: int | None = None
+                     ) -> UpsertOutcome:
+        """Replace the stored step ``step_id`` in place (the order lifecycle: XO, status
+        changes, patient updates and merges), index values included."""
+        p = self.store.param
+        idx = index_values(item)
+        text = dumps_item(item)
+        self.cur.execute(f"SELECT item FROM procedure_step WHERE id = {p}", (step_id,))
+        row = self.cur.fetchone()
+        if row is None:
+            raise StoreError(f"no procedure step with id {step_id}")
+        if row[0] == text:
+            return UpsertOutcome.UNCHANGED
+        sets = ", ".join(f"{c} = {p}" for c in _STEP_COLUMNS)
+        self.cur.execute(
+            f"UPDATE procedure_step SET {sets}, item = {p}, updated_at = {p}, message_id = {p}"
+            f" WHERE id = {p}",
+            (*[getattr(idx, c) for c in _STEP_COLUMNS], text, _now(), message_id, step_id))
+        return UpsertOutcome.UPDATED

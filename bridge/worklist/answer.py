@@ -16,7 +16,6 @@ import logging
 from typing import Any
 
 from pydicom import Dataset
-from pydicom.charset import python_encoding
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
@@ -24,50 +23,43 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
+from bridge.worklist.charset import TEXT_VRS, encodable, python_codecs, transliterate
 from bridge.worklist.query import SPECIFIC_CHARACTER_SET, KeyUse, key_use
+
+__all__ = ["FALLBACK_CHARACTER_SET", "python_codecs", "shape_answer"]
 
 LOGGER = logging.getLogger(__name__)
 
 # The one set that encodes every Unicode string; used when the configured one can't.
 FALLBACK_CHARACTER_SET = "ISO_IR 192"
-# Value representations whose encoding follows Specific Character Set (PS3.5 6.1.2.3).
-_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
-# pydicom maps the default repertoire to Latin-1, which would accept what
-# ASCII can't; the check must be strict.
-_DEFAULT_REPERTOIRE = frozenset({"", "ISO_IR 6", "ISO 2022 IR 6"})
+UNENCODABLE_POLICIES = ("utf8", "transliterate")
 
 
-def python_codecs(character_set: str) -> tuple[str, ...]:
-    """Python codecs for a (possibly multi-valued) Specific Character Set value.
-
-    Raises ValueError for a term pydicom doesn't know.
-    """
-    codecs = []
-    for term in (t.strip() for t in character_set.split("\\")):
-        if term in _DEFAULT_REPERTOIRE:
-            codecs.append("ascii")
-        elif term in python_encoding:
-            codecs.append(python_encoding[term])
-        else:
-            raise ValueError(f"unknown Specific Character Set term {term!r}")
-    return tuple(codecs)
-
-
-def shape_answer(item: Dataset, identifier: Dataset, character_set: str) -> Dataset:
+def shape_answer(item: Dataset, identifier: Dataset, character_set: str,
+                 unencodable: str = "utf8") -> Dataset:
     """The answer to ``identifier`` from ``item``, in ``character_set``.
 
-    If a value cannot be encoded in ``character_set`` the answer uses
-    ISO_IR 192 instead (pydicom would silently write ``?``), and a warning
-    names the attribute, never its value.
+    pydicom would silently write ``?`` for a value the set cannot encode, so
+    such values are found first and handled by the ``unencodable`` policy:
+    "utf8" answers this item in ISO_IR 192, "transliterate" replaces only the
+    characters the set lacks with ASCII look-alikes. Either way a warning
+    names the attribute and the policy, never the value.
     """
+    if unencodable not in UNENCODABLE_POLICIES:
+        raise ValueError(f"unknown unencodable policy {unencodable!r}")
     codecs = python_codecs(character_set)
     answer = _shape(item, identifier)
     offending = _unencodable(answer, codecs)
     if offending is not None:
-        LOGGER.warning(
-            "a value of %s cannot be encoded in %s; answering that item in %s",
-            offending, character_set, FALLBACK_CHARACTER_SET)
-        character_set = FALLBACK_CHARACTER_SET
+        if unencodable == "transliterate":
+            LOGGER.warning("a value of %s cannot be encoded in %s; transliterated to ASCII "
+                           "where needed (unencodable: transliterate)", offending, character_set)
+            _transliterate(answer, codecs)
+        else:
+            LOGGER.warning("a value of %s cannot be encoded in %s; answering that item in %s "
+                           "(unencodable: utf8)", offending, character_set,
+                           FALLBACK_CHARACTER_SET)
+            character_set = FALLBACK_CHARACTER_SET
     answer[SPECIFIC_CHARACTER_SET] = DataElement(
         SPECIFIC_CHARACTER_SET, "CS", _multi(character_set))
     return answer
@@ -146,39 +138,26 @@ def _unencodable(ds: Dataset, codecs: tuple[str, ...]) -> str | None:
                 found = _unencodable(sub, codecs)
                 if found is not None:
                     return found
-        elif elem.VR in _TEXT_VRS and not _encodable(elem.value, codecs):
+        elif elem.VR in TEXT_VRS and not all(encodable(t, codecs) for t in _texts(elem.value)):
             return f"({elem.tag.group:04X},{elem.tag.element:04X})"
     return None
 
 
-def _encodable(value: Any, codecs: tuple[str, ...]) -> bool:
+def _texts(value: Any) -> list[str]:
     if value is None:
-        return True
+        return []
     if isinstance(value, MultiValue | list):
-        return all(_encodable(v, codecs) for v in value)
-    text = str(value)
-    if text.isascii():
-        return True  # every DICOM character set holds ASCII
-    if len(codecs) == 1 and codecs[0] != "shift_jis":
-        try:
-            text.encode(codecs[0])
-        except UnicodeError:
-            return False
-        return True
-    # With code extensions (ISO 2022) every character may come from a
-    # different set, so each one needs some set that holds it.
-    return all(_char_encodable(c, codecs) for c in text)
+        return [str(v) for v in value if v is not None]
+    return [str(value)]
 
 
-def _char_encodable(char: str, codecs: tuple[str, ...]) -> bool:
-    for codec in codecs:
-        try:
-            encoded = char.encode(codec)
-        except UnicodeError:
-            continue
-        # pydicom encodes ISO 2022 IR 13 as JIS X 0201 only (one byte per
-        # character), while Python's shift_jis also takes two-byte kanji.
-        if codec == "shift_jis" and len(encoded) > 1:
-            continue
-        return True
-    return False
+def _transliterate(ds: Dataset, codecs: tuple[str, ...]) -> None:
+    for elem in ds:
+        if elem.VR == "SQ":
+            for sub in elem.value:
+                _transliterate(sub, codecs)
+        elif elem.VR in TEXT_VRS and elem.value is not None:
+            if isinstance(elem.value, MultiValue | list):
+                elem.value = [transliterate(t, codecs) for t in _texts(elem.value)]
+            else:
+                elem.value = transliterate(str(elem.value), codecs)

@@ -16,13 +16,21 @@ Matching rules (PS3.4 C.2.2.2):
 - empty value, or a value made only of ``*``: universal matching;
 - ``*``/``?`` wildcards on AE, CS, LO, LT, PN, SH, ST, UC, UR, UT; never on UI, DA, TM;
 - Patient's Name is matched case- and accent-insensitively (``normalise_name``
-  on both sides), other strings exactly;
+  on both sides) unless ``worklist.patient_name_matching`` is "exact" (then the
+  normalised match in SQL is narrowed by an exact post-filter); a query name
+  with component groups (``Yamada^Taro=山田^太郎``) matches when one of its
+  groups matches one group of the stored name (post-filter); other strings
+  are matched exactly;
 - DA and TM take single values and ranges (``a-``, ``-b``, ``a-b``); a time with
   reduced precision covers its whole span (``10`` is 10:00:00 to 10:59:59);
   when both SPS Start Date and Time are given they form one date-time range
   (C.2.2.2.5.1);
 - UI takes a backslash-separated list of UIDs;
 - a sequence key with one item matches when one stored item matches all its keys.
+
+The calling AE's profile (``QueryScope``) adds its own matches: its AE title
+as the station when the query leaves the station empty or ``*``, and the
+stations, modalities and worklist labels it may see.
 """
 
 from __future__ import annotations
@@ -62,6 +70,8 @@ SPS_SEQUENCE = Tag(0x0040, 0x0100)
 SPS_START_DATE = Tag(0x0040, 0x0002)
 SPS_START_TIME = Tag(0x0040, 0x0003)
 SPS_STATUS = Tag(0x0040, 0x0020)
+PATIENT_NAME = Tag(0x0010, 0x0010)
+WORKLIST_LABEL = Tag(0x0074, 0x1202)
 SPECIFIC_CHARACTER_SET = Tag(0x0008, 0x0005)
 QUERY_RETRIEVE_LEVEL = Tag(0x0008, 0x0052)
 
@@ -131,6 +141,17 @@ _SPS_KEYS = MappingProxyType({
 })
 
 
+@dataclass(frozen=True, slots=True)
+class QueryScope:
+    """What the calling AE's profile adds to each of its queries."""
+
+    calling_ae: str = ""
+    station_from_calling_ae: bool = False
+    stations: tuple[str, ...] = ()
+    modalities: tuple[str, ...] = ()
+    worklist_labels: tuple[str, ...] = ()
+
+
 class Condition(Protocol):
     """One non-indexed matching key, checked on a candidate dataset."""
 
@@ -152,14 +173,15 @@ class PlannedQuery:
         return all(condition.accepts(item) for condition in self.post_filter)
 
 
-def build_query(identifier: Dataset, worklist: WorklistSettings) -> PlannedQuery:
+def build_query(identifier: Dataset, worklist: WorklistSettings,
+                scope: QueryScope | None = None) -> PlannedQuery:
     """Translate a Modality Worklist C-FIND identifier.
 
     Raises QueryError when the identifier is malformed (0xC000) or does not
     belong to the Modality Worklist information model (0xA900).
     """
     try:
-        return _Planner(worklist).plan(identifier)
+        return _Planner(worklist, scope or QueryScope()).plan(identifier)
     except QueryError:
         raise
     except Exception as exc:
@@ -168,8 +190,10 @@ def build_query(identifier: Dataset, worklist: WorklistSettings) -> PlannedQuery
 
 
 class _Planner:
-    def __init__(self, worklist: WorklistSettings) -> None:
+    def __init__(self, worklist: WorklistSettings, scope: QueryScope) -> None:
         self._worklist = worklist
+        self._scope = scope
+        self._station_asked = False
         self._matches: list[Match] = []
         self._conditions: list[Condition] = []
         self._ignored: list[BaseTag] = []
@@ -193,6 +217,7 @@ class _Planner:
                 if condition is not None:
                     self._conditions.append(condition)
         self._date_time()
+        self._apply_scope()
         hidden = tuple(self._worklist.hidden_statuses)
         if hidden and not self._status_asked:
             self._matches.append(NoneOf(Column.SPS_STATUS, hidden))
@@ -205,6 +230,18 @@ class _Planner:
             max_answers=cap,
             ignored_keys=tuple(self._ignored),
         )
+
+    def _apply_scope(self) -> None:
+        scope = self._scope
+        if scope.station_from_calling_ae and scope.calling_ae and not self._station_asked:
+            self._matches.append(Exact(Column.STATION_AET, scope.calling_ae))
+        if scope.stations:
+            self._matches.append(AnyOf(Column.STATION_AET, scope.stations))
+        if scope.modalities:
+            self._matches.append(AnyOf(Column.MODALITY, scope.modalities))
+        if scope.worklist_labels:
+            self._conditions.append(OneOfCondition(WORKLIST_LABEL,
+                                                   frozenset(scope.worklist_labels)))
 
     def _skipped(self, elem: DataElement) -> bool:
         use = key_use(elem)
@@ -244,19 +281,35 @@ class _Planner:
             self._date = dates if dates != (None, None) else None
             return
         if kind is _Kind.TIME:
-            times = _time_range(text, elem.tag)
+            # A reversed time range is valid with a date range ("20261127-20261128"
+            # with "2200-0600" is one night), so the order is checked in _date_time.
+            times = _time_range(text, elem.tag, ordered=False)
             self._time = times if times != (None, None) else None
             return
         if kind is _Kind.NAME:
+            if "=" in text:
+                self._name_groups(elem.tag, text)
+                return
+            if self._worklist.patient_name_matching == "exact" and not _is_universal(text):
+                self._conditions.append(TextCondition(elem.tag, _wildcard_regex(text)))
             text = normalise_name(text)
         if _is_universal(text):
             return
         if column is Column.SPS_STATUS:
             self._status_asked = True
+        if column is Column.STATION_AET:
+            self._station_asked = True
         if "*" in text or "?" in text:
             self._matches.append(Wildcard(column, text))
         else:
             self._matches.append(Exact(column, text))
+
+    def _name_groups(self, tag: BaseTag, text: str) -> None:
+        exact = self._worklist.patient_name_matching == "exact"
+        groups = tuple(_wildcard_regex(g if exact else normalise_name(g))
+                       for g in text.split("=") if g and not _is_universal(g))
+        if groups:
+            self._conditions.append(NameGroupsCondition(tag, groups, not exact))
 
     def _date_time(self) -> None:
         dates, times = self._date, self._time
@@ -267,6 +320,9 @@ class _Planner:
         elif dates is not None:
             self._matches.append(_range(Column.SPS_START_DATE, *dates))
         elif times is not None:
+            if times[0] and times[1] and times[0] > times[1]:
+                raise QueryError(UNABLE_TO_PROCESS,
+                                 f"{_name(SPS_START_TIME)} is a reversed range", SPS_START_TIME)
             self._matches.append(_range(Column.SPS_START_TIME, *times))
 
     def _condition(self, elem: DataElement) -> Condition | None:
@@ -293,12 +349,17 @@ class _Planner:
             return RangeCondition(elem.tag, *_time_range(text, elem.tag), _Kind.TIME)
         if vr in ("DS", "IS"):
             return EqualCondition(elem.tag, float(text))
-        if vr == "PN":
+        folded = vr == "PN" and self._worklist.patient_name_matching == "insensitive"
+        if vr == "PN" and "=" in text:
+            groups = tuple(_wildcard_regex(normalise_name(g) if folded else g)
+                           for g in text.split("=") if g and not _is_universal(g))
+            return NameGroupsCondition(elem.tag, groups, folded) if groups else None
+        if folded:
             text = normalise_name(text)
         if _is_universal(text) and vr in WILDCARD_VRS:
             return None
         if vr in WILDCARD_VRS:
-            return TextCondition(elem.tag, _wildcard_regex(text), vr == "PN")
+            return TextCondition(elem.tag, _wildcard_regex(text), folded)
         return EqualCondition(elem.tag, text)
 
 
@@ -390,7 +451,8 @@ def _date(text: str) -> str | None:
     return digits
 
 
-def _time_range(text: str, tag: BaseTag) -> tuple[str | None, str | None]:
+def _time_range(text: str, tag: BaseTag,
+                ordered: bool = True) -> tuple[str | None, str | None]:
     """``(low, high)`` as HHMMSS, None for an open side; reduced precision widens."""
     low, sep, high = text.partition("-")
     if not sep:
@@ -400,7 +462,7 @@ def _time_range(text: str, tag: BaseTag) -> tuple[str | None, str | None]:
     except ValueError:
         raise QueryError(UNABLE_TO_PROCESS, f"{_name(tag)} is not a time or time range",
                          tag) from None
-    if bounds[0] and bounds[1] and bounds[0] > bounds[1]:
+    if ordered and bounds[0] and bounds[1] and bounds[0] > bounds[1]:
         raise QueryError(UNABLE_TO_PROCESS, f"{_name(tag)} is a reversed range", tag)
     return bounds
 
@@ -539,3 +601,53 @@ class SequenceCondition:
             return False
         return any(all(c.accepts(item) for c in self.conditions)
                    for item in ds[self.tag].value)
+
+
+@dataclass(frozen=True, slots=True)
+class OneOfCondition:
+    """The stored value is one of ``values`` (a profile's worklist labels)."""
+
+    tag: BaseTag
+    values: frozenset[str]
+
+    def accepts(self, ds: Dataset) -> bool:
+        return any(str(v).strip() in self.values for v in _values(ds, self.tag))
+
+
+@dataclass(frozen=True, slots=True)
+class NameGroupsCondition:
+    """A PN query with component groups: one query group matches one stored group."""
+
+    tag: BaseTag
+    patterns: tuple[re.Pattern[str], ...]
+    folded: bool
+
+    def accepts(self, ds: Dataset) -> bool:
+        for value in _values(ds, self.tag):
+            text = normalise_name(str(value)) if self.folded else str(value)
+            groups = [g for g in text.split("=") if g]
+            if any(p.fullmatch(g) for p in self.patterns for g in groups):
+                return True
+        return False
+
+
+def matching_kinds(vr: str) -> tuple[str, ...]:
+    """The PS3.4 C.2.2.2 matching types a key of this VR gets (for the conformance
+    statement, whose key table is tested against it); mirrors ``_Planner._condition``."""
+    if vr == "SQ":
+        return ("sequence", "universal")
+    if vr == "UI":
+        return ("single value", "list of UIDs", "universal")
+    if vr in ("DA", "TM"):
+        return ("single value", "range", "universal")
+    if vr in WILDCARD_VRS:
+        return ("single value", "wildcard", "universal")
+    return ("single value", "universal")
+
+
+def indexed_keys() -> dict[tuple[BaseTag, ...], str]:
+    """Keys matched in the store's SQL, by path ((sequence tag,) + tag), to their column."""
+    keys: dict[tuple[BaseTag, ...], str] = {(tag,): col.value
+                                            for tag, (col, _) in _TOP_KEYS.items()}
+    keys.update({(SPS_SEQUENCE, tag): col.value for tag, (col, _) in _SPS_KEYS.items()})
+    return keys

@@ -2,7 +2,14 @@
 
 Threads: pynetdicom serves each association in its own threads, and the
 handlers below run there, calling the (thread-safe, synchronous) store
-directly; nothing here touches an asyncio loop.
+directly; nothing here touches an asyncio loop. With TLS the handshake runs
+in the association's thread too (``NoDelayAssociationServer``), so a peer
+that connects and stays silent can't stall the accepting thread.
+
+Admission (``EVT_REQUESTED``, before pynetdicom's own negotiation) follows
+``AccessPolicy`` (access.py); each C-FIND is then served with the calling
+AE's ``PeerProfile``: its answer character set and unencodable policy, its
+station default and its restrictions.
 
 C-FIND statuses sent:
 - 0xFF00 pending per answer (0xFF01 when the identifier held private or
@@ -26,21 +33,33 @@ from __future__ import annotations
 import logging
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from pydicom import Dataset
+from pydicom.charset import convert_encodings
 from pydicom.tag import BaseTag
-from pynetdicom import AE, Association, evt
+from pynetdicom import AE, Association, _config, evt
+from pynetdicom.dsutils import decode
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from bridge.config import DicomSettings, WorklistSettings
 from bridge.store.base import Store, StoreError
+from bridge.tls import peer_subject, server_context
+from bridge.worklist.access import AccessPolicy, PeerProfile
 from bridge.worklist.answer import python_codecs, shape_answer
-from bridge.worklist.query import UNABLE_TO_PROCESS, PlannedQuery, QueryError, build_query
+from bridge.worklist.charset import undeclared_character_set
+from bridge.worklist.query import (
+    UNABLE_TO_PROCESS,
+    PlannedQuery,
+    QueryError,
+    QueryScope,
+    build_query,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -62,12 +81,39 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
 
     Every C-FIND answer is a small write followed by a wait for the next
     request; with Nagle on, each such exchange costs about 40 ms.
+
+    With an ``ssl_context`` the TLS handshake is deferred to the association's
+    thread (pynetdicom does it in the accepting thread, where one silent peer
+    blocks every other connection) and bounded by ``handshake_timeout_s``; a
+    peer that fails it (a plain DICOM client on a TLS port, an unknown client
+    certificate) is disconnected and logged.
     """
 
+    handshake_timeout_s: float = 10.0
+
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        client, address = super().get_request()
+        assert self.socket is not None
+        client, address = self.socket.accept()
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context is not None:
+            client = self.ssl_context.wrap_socket(
+                client, server_side=True, do_handshake_on_connect=False)
         return client, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.settimeout(self.handshake_timeout_s)
+                request.do_handshake()
+                request.settimeout(None)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                LOGGER.warning("TLS handshake with %s failed: %s", _address(client_address),
+                               _tls_reason(exc))
+                self.shutdown_request(request)
+                return
+            LOGGER.debug("TLS peer %s: certificate %r", _address(client_address),
+                         peer_subject(request))
+        super().process_request_thread(request, client_address)
 
     def shutdown(self) -> None:
         # ae.make_server() does not register the server with its AE, so the
@@ -82,12 +128,22 @@ class WorklistSCP:
     Raises ValueError at construction for an unknown ``dicom.character_set``.
     """
 
-    def __init__(self, store: Store, dicom: DicomSettings, worklist: WorklistSettings) -> None:
-        python_codecs(dicom.character_set)  # an unknown character set fails here, not per query
+    def __init__(self, store: Store, dicom: DicomSettings, worklist: WorklistSettings,
+                 extra_services: tuple[Any, ...] = ()) -> None:
+        self._access = AccessPolicy(dicom)
+        for character_set in self._access.character_sets:
+            python_codecs(character_set)  # an unknown set fails here, not per query
+        # TlsConfigError (a ValueError) here names the bad setting or file.
+        self._ssl_context = server_context(dicom.tls, "dicom.tls")
         self._store = store
         self._dicom = dicom
         self._worklist = worklist
         self._ae = self._make_ae()
+        # Other services on this AE (bridge.mpps.service.MppsService): each has
+        # supported_contexts (SOP Class UIDs) and handlers() (pynetdicom event pairs).
+        self._extra_handlers = [pair for s in extra_services for pair in s.handlers()]
+        for uid in (uid for s in extra_services for uid in s.supported_contexts):
+            self._ae.add_supported_context(uid)
         self._server: NoDelayAssociationServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -98,6 +154,8 @@ class WorklistSCP:
         ae.dimse_timeout = self._dicom.dimse_timeout_s
         ae.network_timeout = self._dicom.network_timeout_s
         ae.maximum_pdu_size = self._dicom.max_pdu
+        # The called AE title is checked by AccessPolicy, in its documented order.
+        ae.require_called_aet = False
         ae.add_supported_context(Verification)
         ae.add_supported_context(ModalityWorklistInformationFind)
         return ae
@@ -106,17 +164,24 @@ class WorklistSCP:
         """Bind and serve in background threads; OSError if the address is taken."""
         if self._server is not None:
             raise RuntimeError("the worklist SCP is already started")
+        _tune_pynetdicom_logging()
         server = self._ae.make_server(
             (self._dicom.host, self._dicom.port),
-            evt_handlers=[(evt.EVT_C_ECHO, self._on_echo), (evt.EVT_C_FIND, self._on_find)],
+            evt_handlers=[(evt.EVT_REQUESTED, self._on_requested),
+                          (evt.EVT_C_ECHO, self._on_echo), (evt.EVT_C_FIND, self._on_find),
+                          *self._extra_handlers],
             server_class=NoDelayAssociationServer,
+            ssl_context=self._ssl_context,
         )
+        assert isinstance(server, NoDelayAssociationServer)
+        server.handshake_timeout_s = self._dicom.tls.handshake_timeout_s
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, name=f"worklist-scp:{self.port}", daemon=True)
         self._thread.start()
-        LOGGER.info("worklist SCP %s listening on %s:%d",
-                    self._dicom.ae_title, self._dicom.host, self.port)
+        LOGGER.info("worklist SCP %s listening on %s:%d%s",
+                    self._dicom.ae_title, self._dicom.host, self.port,
+                    " (TLS)" if self._ssl_context is not None else "")
 
     @property
     def port(self) -> int:
@@ -140,13 +205,39 @@ class WorklistSCP:
 
     # --- event handlers (run in pynetdicom's association threads) ---
 
+    def _on_requested(self, event: evt.Event) -> None:
+        """Admit or reject an A-ASSOCIATE-RQ (runs before pynetdicom's negotiation)."""
+        assoc = event.assoc
+        request = assoc.requestor.primitive
+        calling = str(request.calling_ae_title).strip()
+        called = str(request.called_ae_title).strip()
+        address = str(assoc.requestor.address)
+        server = self._server
+        with self._access.lock:
+            others = server.active_associations if server is not None else []
+            same = sum(1 for other in others
+                       if other is not assoc and _live(other) and _calling(other) == calling)
+            rejection = self._access.check(calling, called, address, same)
+            if rejection is not None:
+                # Inside the lock: a concurrent count must already skip this one.
+                assoc.is_rejected = True
+        if rejection is None:
+            return
+        LOGGER.warning("association %s -> %s from %s rejected (result %d, source %d, "
+                       "reason %d): %s", calling, called, address, rejection.result,
+                       rejection.source, rejection.reason, rejection.why)
+        assoc.acse.send_reject(rejection.result, rejection.source, rejection.reason)
+        evt.trigger(assoc, evt.EVT_REJECTED, {})
+        assoc.kill()
+
     def _on_echo(self, event: evt.Event) -> int:
         return SUCCESS
 
     def _on_find(self, event: evt.Event) -> Iterator[_Response]:
+        profile = self._access.profile(str(event.assoc.requestor.ae_title))
         try:
-            identifier = event.identifier
-            plan = build_query(identifier, self._worklist)
+            identifier = self._identifier(event, profile)
+            plan = build_query(identifier, self._worklist, _scope(profile))
         except QueryError as exc:
             LOGGER.warning("C-FIND refused (0x%04X): %s", exc.status, exc.comment)
             yield _failure(exc.status, exc.comment, exc.tag), None
@@ -155,12 +246,30 @@ class WorklistSCP:
             LOGGER.warning("C-FIND refused: the identifier cannot be decoded")
             yield _failure(UNABLE_TO_PROCESS, "the identifier cannot be decoded"), None
             return
-        yield from self._answers(event, identifier, plan)
+        yield from self._answers(event, identifier, plan, profile)
+
+    def _identifier(self, event: evt.Event, profile: PeerProfile) -> Dataset:
+        """The identifier, decoded in UTF-8 (or the AE's set) when it declares no set
+        but holds non-ASCII text (see charset.py)."""
+        identifier = event.identifier
+        chosen = undeclared_character_set(identifier, profile.character_set)
+        if chosen is None:
+            return identifier
+        LOGGER.info("C-FIND from %s has non-ASCII text but no Specific Character Set; "
+                    "read as %s", profile.ae_title, chosen)
+        syntax = event.context.transfer_syntax
+        fresh = decode(event.request.Identifier, syntax.is_implicit_VR,
+                       syntax.is_little_endian, syntax.is_deflated)
+        # Before any text element is read: pydicom decodes raw values lazily,
+        # with the encoding recorded when the dataset was read.
+        fresh.SpecificCharacterSet = chosen
+        fresh.set_original_encoding(syntax.is_implicit_VR, syntax.is_little_endian,
+                                    convert_encodings(chosen.split("\\")))
+        return fresh
 
     def _answers(self, event: evt.Event, identifier: Dataset,
-                 plan: PlannedQuery) -> Iterator[_Response]:
+                 plan: PlannedQuery, profile: PeerProfile) -> Iterator[_Response]:
         pending = PENDING_UNSUPPORTED_KEYS if plan.ignored_keys else PENDING
-        character_set = self._character_set(event)
         try:
             items = iter(self._store.query(plan.query))
         except Exception as exc:  # noqa: BLE001 - a store failure ends this query only
@@ -168,7 +277,7 @@ class WorklistSCP:
             yield _failure(STORE_FAILED, "the worklist store failed"), None
             return
         try:
-            yield from self._stream(event, identifier, plan, items, pending, character_set)
+            yield from self._stream(event, identifier, plan, items, pending, profile)
         finally:
             # Releases the store's cursor at once when stopping early.
             close = getattr(items, "close", None)
@@ -177,7 +286,7 @@ class WorklistSCP:
 
     def _stream(self, event: evt.Event, identifier: Dataset, plan: PlannedQuery,
                 items: Iterator[Dataset], pending: int,
-                character_set: str) -> Iterator[_Response]:
+                profile: PeerProfile) -> Iterator[_Response]:
         sent = 0
         while True:
             try:
@@ -205,16 +314,58 @@ class WorklistSCP:
                 yield CANCELLED, None
                 return
             try:
-                answer = shape_answer(item, identifier, character_set)
+                answer = shape_answer(item, identifier, profile.character_set,
+                                      profile.unencodable)
             except Exception as exc:  # noqa: BLE001 - one bad item must not end the SCP
                 yield _unanswerable(exc), None
                 return
             yield pending, answer
             sent += 1
 
-    def _character_set(self, event: evt.Event) -> str:
-        # One set for all peers today; a per-AE choice (by calling AE title) goes here.
-        return self._dicom.character_set
+
+
+def _tune_pynetdicom_logging() -> None:
+    """Let pynetdicom format identifiers and PDUs only when its logger would show them.
+
+    By default it decodes and pretty-prints every request identifier and every
+    answer, and binds PDU-dumping handlers, whatever its logger's level: a
+    large share of the cost of an answer. The switches are pynetdicom's
+    module settings, read when servers and associations are made, so they are
+    set from the logger's level at each start.
+    """
+    log = logging.getLogger("pynetdicom")
+    _config.LOG_REQUEST_IDENTIFIERS = log.isEnabledFor(logging.INFO)
+    _config.LOG_RESPONSE_IDENTIFIERS = log.isEnabledFor(logging.DEBUG)
+    _config.LOG_HANDLER_LEVEL = "standard" if log.isEnabledFor(logging.DEBUG) else "none"
+
+
+def _scope(profile: PeerProfile) -> QueryScope:
+    return QueryScope(calling_ae=profile.ae_title,
+                      station_from_calling_ae=profile.station_from_calling_ae,
+                      stations=profile.stations, modalities=profile.modalities,
+                      worklist_labels=profile.worklist_labels)
+
+
+def _live(assoc: Association) -> bool:
+    return not (assoc.is_rejected or assoc.is_aborted or assoc.is_released)
+
+
+def _calling(assoc: Association) -> str:
+    request = assoc.requestor.primitive
+    return str(request.calling_ae_title).strip() if request is not None else ""
+
+
+def _address(client_address: Any) -> str:
+    if isinstance(client_address, tuple) and client_address:
+        return f"{client_address[0]}:{client_address[1]}" if len(client_address) > 1 else str(
+            client_address[0])
+    return str(client_address)
+
+
+def _tls_reason(exc: BaseException) -> str:
+    # OpenSSL's reason ("WRONG_VERSION_NUMBER", "CERTIFICATE_VERIFY_FAILED"), not the text.
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else type(exc).__name__
 
 
 def _catch_up(assoc: Association, timeout: float) -> None:

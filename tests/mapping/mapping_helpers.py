@@ -62,3 +62,12 @@ def minimal(extra: str = "", name: str = "test") -> str:
 
 def load_text(write: Callable[..., Path], text: str, station: str = "UNASSIGNED") -> MappingSet:
     return load_mappings([write(text)], default_station_aet=station)
+
+
+# An order the minimal mapping takes.
+ORDER_SEGMENTS = (
+    MSH,
+    "PID|1||PAT1^^^HOSP^MR||DOE^JOHN",
+    "ORC|NW|PLC1|FIL1",
+    "OBR|1|PLC1|FIL1|CT1^Head CT^L||||||||||||||ACC1|RP1|SPS1||||CT",
+)

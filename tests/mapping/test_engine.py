@@ -439,3 +439,78 @@ def test_an_order_without_ipc_is_a_segment_error(write_mapping) -> None:
         mappings.map(er7(*OMI[:-1]))
     assert (info.value.code, info.value.location) == (100, "ORC^2")
     assert "ORC group 2 has no IPC segment" in info.value.text
+
+
+# -- join, lookup misses, priorities, several values -------------------------------
+
+def test_join_makes_one_text_of_every_value(write_mapping) -> None:
+    mappings = load_text(write_mapping, minimal("""
+        RequestedProcedureComments: {from: 'NTE(after OBR)-3', join: "\\n", omit_empty: true}
+        PatientComments: {from: 'PID-3[*].1', case: lower, join: ", "}
+        OtherPatientIDs: {from: 'PID-3[*].4', join: "+"}
+        StudyComments: {from: 'NTE(*)-3', join: " / ", default: none, when: 'ORC-1 = NW'}
+    """))
+    # The NTEs follow the OBR (ZDS comes last).
+    notes = (*ORDER[:-1], "NTE|1||first note", "NTE|2||second \\T\\ last", ORDER[-1])
+    ds = step(mappings, *notes)
+    assert ds.RequestedProcedureComments == "first note\nsecond & last"
+    assert ds.PatientComments == "pat1, old7"          # steps apply to each value
+    assert ds.OtherPatientIDs == "HOSP+OLD"            # one value, though VM is 1-n
+    assert ds.StudyComments == "first note / second & last"
+    bare = step(mappings)
+    assert "RequestedProcedureComments" not in bare     # nothing to join: omitted
+    assert bare.StudyComments == "none"                 # ... or the default
+    changed = step(mappings, *(s.replace("ORC|NW", "ORC|XO") for s in notes))
+    assert changed.StudyComments == "none"              # when: false
+
+
+def test_lookup_miss_error_names_the_table_and_field(write_mapping, tmp_path) -> None:
+    (tmp_path / "procedures.csv").write_text("code,modality\nCT-HEAD-001,CT\n",
+                                             encoding="utf-8")
+    mappings = load_text(write_mapping, minimal("""
+        Modality: {from: OBR-4.1, lookup: procedures.modality, lookup_miss: error}
+    """).replace("attributes:", "lookups:\n  procedures: {file: procedures.csv}\nattributes:"))
+    assert step(mappings).Modality == "CT"
+    with pytest.raises(MappingError) as info:
+        step(mappings, *order(("CT-HEAD-001", "PET-1")))
+    err = info.value
+    assert (err.code, err.location, err.attribute, err.ack_code) == (
+        103, "OBR^1^4^1^1", "Modality", "AE")
+    assert err.log_text == ("Modality (OBR-4.1) is not a key of lookup table procedures "
+                            "(procedures.csv)")
+    assert err.text.endswith("; got 'PET-1'")
+
+
+def test_a_backslash_separates_values_of_a_multi_valued_attribute(write_mapping,
+                                                                   tmp_path) -> None:
+    (tmp_path / "stations.yaml").write_text("CT: CT01\\CT02\n", encoding="utf-8")
+    mappings = load_text(write_mapping, minimal("""
+        ScheduledStationAETitle: {from: OBR-24, lookup: stations}
+        OtherPatientIDs: PID-11.5
+    """).replace("attributes:", "lookups:\n  stations: {file: stations.yaml}\nattributes:"))
+    ds = step(mappings, *order(("12345", "A\\E\\B")))
+    assert list(ds.ScheduledStationAETitle) == ["CT01", "CT02"]
+    assert list(ds.OtherPatientIDs) == ["A", "B"]
+
+
+def test_a_variable_alone_is_a_constant(write_mapping) -> None:
+    mappings = load_text(write_mapping, minimal("ScheduledStationName: $default_station_aet"),
+                         station="ST9")
+    assert step(mappings).ScheduledStationName == "ST9"
+
+
+def test_priority_comes_before_file_order(tmp_path) -> None:
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    (folder / "a-general.yaml").write_text(minimal(name="general"), encoding="utf-8")
+    (folder / "b-special.yaml").write_text(minimal(name="special").replace(
+        "message_type: ORM^O01", "message_type: ORM^O01\n  priority: 5\n"
+        "  when: 'OBR-24 = MR'"), encoding="utf-8")
+    (folder / "c-fallback.yaml").write_text(minimal(name="last").replace(
+        "message_type: ORM^O01", "fallback: true\n  priority: 99"), encoding="utf-8")
+    mappings = load_mappings([folder], default_station_aet="UNASSIGNED")
+    # Priority orders the set; a fallback stays last whatever its priority.
+    assert mappings.names == ["last", "special", "general"]
+    assert routed(mappings, *order(("||||CT", "||||MR"))) == "special"
+    assert routed(mappings, *ORDER) == "general"
+    assert routed(mappings, MSH.replace("ORM^O01", "ADT^A08"), *ORDER[1:]) == "last"

@@ -41,7 +41,10 @@ def expect(errors: list[SourceError], path: Path, needle: str, key: str, problem
 
 def test_the_shipped_mappings_load() -> None:
     mappings = load_mappings([MAPPINGS], default_station_aet="UNASSIGNED")
-    assert mappings.names == ["ihe-swf-orm-v231"]
+    # Routing order: the no-extras profile's priority puts it first (it only takes an
+    # ORM without OBR-18); the rest in file-name order.
+    assert mappings.names == ["orm-no-ihe-extras", "ihe-swf-orm-v231", "ihe-swfb-omi-v251",
+                              "omg-o19-v251"]
 
 
 def test_invalid_yaml(write_mapping) -> None:
@@ -286,7 +289,7 @@ def test_value_shape_problems(write_mapping) -> None:
     """))
     errors = load_errors(path)
     expect(errors, path, "PatientComments", "attributes.PatientComments",
-           "give exactly one source: from, const, first or concat (found from, const)")
+           "give exactly one source: from, const, first, concat or hook (found from, const)")
     expect(errors, path, "StudyID", "attributes.StudyID", "give exactly one source")
     expect(errors, path, "AdmissionID", "attributes.AdmissionID.regex", "first group")
     expect(errors, path, "unclosed", "attributes.StudyDescription.regex",
@@ -405,3 +408,124 @@ def test_the_default_mapping_file_is_what_the_docs_describe() -> None:
     text = DEFAULT_MAPPING.read_text(encoding="utf-8")
     assert "name: ihe-swf-orm-v231" in text
     assert "group_by: ORC" in text
+
+
+# -- station rules, join, lookups for several values, priorities -----------------------
+
+STATION_MAPPING = minimal().replace("attributes:", """stations:
+  rules:
+    - name: ris
+      priority: high
+      aet: ORC-18.1
+    - name: ris
+      aet: CT01
+    - name: ct
+      when: 'OBR-24 = '
+      aet: {const: CT01, required: true}
+      station_name: {const: A VERY LONG STATION NAME}
+      colour: blue
+  default:
+    aet: {from: OBR-99}
+attributes:""").replace("      Modality: OBR-24", """      Modality: OBR-24
+      ScheduledStationAETitle: ORC-18.1""")
+
+
+def test_station_rule_problems(write_mapping) -> None:
+    path = write_mapping(STATION_MAPPING)
+    errors = load_errors(path)
+    expect(errors, path, "priority: high", "stations.rules[0].priority",
+           "Input should be a valid integer")
+    expect(errors, path, "colour: blue", "stations.rules[2].colour",
+           "Extra inputs are not permitted")
+    # The model problems above stop the file before the rules are compiled; fix them.
+    path = write_mapping(STATION_MAPPING.replace("priority: high", "priority: 9")
+                         .replace("      colour: blue\n", ""), "fixed.yaml")
+    errors = load_errors(path)
+    expect(errors, path, "aet: CT01", "stations.rules[1].aet",
+           "for a constant write {const: CT01}")
+    expect(errors, path, "when: 'OBR-24 = '", "stations.rules[2].when", "bad condition")
+    expect(errors, path, "required: true", "stations.rules[2].aet.required",
+           "required does not apply to a station rule")
+    expect(errors, path, "A VERY LONG STATION NAME", "stations.rules[2].station_name.const",
+           "is 24 characters; VR SH allows 16")
+    expect(errors, path, "OBR-99", "stations.default.aet.from", "OBR has 50 fields")
+    expect(errors, path, "ScheduledStationAETitle: ORC-18.1",
+           "attributes.ScheduledProcedureStepSequence[0].ScheduledStationAETitle",
+           "is set by stations: rules; remove it here or there")
+
+
+def test_station_rule_names_are_unique(write_mapping) -> None:
+    path = write_mapping(minimal().replace("attributes:", """stations:
+  rules:
+    - {name: ris, aet: ORC-18.1}
+    - {name: ris, aet: ORC-19.1}
+attributes:"""))
+    errors = load_errors(path)
+    expect(errors, path, "aet: ORC-19.1", "stations.rules[1].name",
+           "rule name 'ris' is used twice")
+
+
+def test_join_and_lookup_miss_misuse(write_mapping) -> None:
+    path = write_mapping(minimal("""
+        PatientName: {from: PID-5, as: PN, join: " "}
+        RequestedProcedureCodeSequence: {from: OBR-4, as: CODE, join: ","}
+        StudyID: {from: OBR-4.1, lookup_miss: error}
+        PatientComments: {from: 'NTE(after PID)-99', join: " "}
+    """))
+    errors = load_errors(path)
+    expect(errors, path, "PatientName:", "attributes.PatientName.join",
+           "join: makes one text of several values; it does not combine with a sequence "
+           "or with as: PN")
+    expect(errors, path, "RequestedProcedureCodeSequence",
+           "attributes.RequestedProcedureCodeSequence.join", "does not combine")
+    expect(errors, path, "lookup_miss", "attributes.StudyID.lookup_miss",
+           "lookup_miss: belongs with a lookup:")
+    expect(errors, path, "NTE(after PID)-99", "attributes.PatientComments.from",
+           "NTE(after PID)-99: NTE has 8 fields")
+
+
+def test_multi_valued_lookup_values_are_checked_one_by_one(write_mapping, tmp_path) -> None:
+    table = tmp_path / "stations.csv"
+    table.write_text("code,aet\nCT,CT01\\CT02\nMR,MR01\\MR-STATION-NORTH-WING\n",
+                     encoding="utf-8")
+    path = write_mapping(minimal("""
+        ScheduledStationAETitle: {from: OBR-24, lookup: stations.aet}
+    """).replace("attributes:", "lookups:\n  stations: {file: stations.csv}\nattributes:"))
+    [err] = load_errors(path)
+    assert (err.path, err.line, err.key) == (str(table), 3, "MR.aet")
+    assert err.problem == ("'MR-STATION-NORTH-WING' is 21 characters; VR AE allows 16 "
+                           "(used for ScheduledStationAETitle)")
+
+
+def test_match_priority_must_be_a_number(write_mapping) -> None:
+    path = write_mapping(minimal().replace("message_type: ORM^O01",
+                                           "message_type: ORM^O01\n  priority: first"))
+    errors = load_errors(path)
+    expect(errors, path, "priority: first", "match.priority", "valid integer")
+
+
+def test_the_remaining_value_problems(write_mapping, tmp_path) -> None:
+    (tmp_path / "sex.yaml").write_text("F: F\n", encoding="utf-8")
+    path = write_mapping(minimal("""
+        StudyDescription: {from: OBR-4.2, replace: ['(a)', '\\2']}
+        RequestedProcedureCodeSequence:
+          first: [OBR-4]
+          as: CODE
+        ReferencedStudySequence: {const: x, as: CODE}
+        PatientSex: {from: PID-8, lookup: sex}
+    """).replace("group_by: ORC", "group_by: ORC\nvars:\n  bad name: x\n"
+                 "lookups:\n  sex: {file: sex.yaml, key: code}"))
+    errors = load_errors(path)
+    expect(errors, path, "bad name", "vars.bad name", "a variable name is letters, digits and _")
+    expect(errors, path, "replace:", "attributes.StudyDescription.replace",
+           "bad replacement: invalid group reference 2 at position 1")
+    expect(errors, path, "    as: CODE", "attributes.RequestedProcedureCodeSequence.as",
+           "as: CODE reads the parts of a field; use it with from:")
+    expect(errors, path, "first: [OBR-4]", "attributes.RequestedProcedureCodeSequence.first[0]",
+           "RequestedProcedureCodeSequence is a sequence: a value for it needs as: CODE or "
+           "CODE_ALT")
+    expect(errors, path, "ReferencedStudySequence", "attributes.ReferencedStudySequence.as",
+           "use it with from:")
+    [table] = [e for e in errors if e.path == str(tmp_path / "sex.yaml")]
+    assert (table.line, table.key, table.problem) == (
+        None, "", "key: is for CSV tables; a YAML table is keyed by its own keys")

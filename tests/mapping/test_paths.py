@@ -234,3 +234,62 @@ def test_syntax_errors_name_problem_and_column(text: str, problem: str, column: 
 def test_condition_syntax_errors(text: str, problem: str) -> None:
     with pytest.raises(PathSyntaxError, match=problem.replace("(", r"\(").replace(")", r"\)")):
         SYNTAX.condition(text)
+
+
+# -- segments that belong to another: NTE(after OBR) -----------------------------------
+
+NOTES = er7(
+    MSH,
+    "PID|1||P1",
+    "PD1|",
+    "NTE|1||patient note 1",
+    "NTE|2||patient note 2",
+    "PV1|1|O",
+    "ORC|NW|1",
+    "OBR|1|1",
+    "NTE|1||order 1 note",
+    "OBX|1|NM|x||5",
+    "NTE|1||result note",
+    "ORC|NW|2",
+    "OBR|2|2",
+    "NTE|1||order 2 note",
+)
+
+
+def note_texts(path: str) -> list[list[str]]:
+    """The values of a path in the whole message, then in each ORC group."""
+    chain, _ = SYNTAX.chain(path)
+    whole_ctx, group_ctxs = message_contexts(NOTES, ["ORC"])
+    return [[h.text() for h in chain.paths[0].hits(ctx, None)] for ctx in [whole_ctx, *group_ctxs]]
+
+
+def test_after_selects_the_segments_that_follow_a_segment_type() -> None:
+    # The NTEs after PID belong to the patient: every item sees them, though other NTEs
+    # sit inside the order groups. PD1 may come between PID and its NTEs.
+    assert note_texts("NTE(after PID, PD1)-3") == [["patient note 1", "patient note 2"]] * 3
+    assert note_texts("NTE(after PID)-3") == [[], [], []]
+    # The NTEs after an OBR belong to that order only; those after an OBX do not count.
+    assert note_texts("NTE(after OBR)-3") == [["order 1 note", "order 2 note"],
+                                              ["order 1 note"], ["order 2 note"]]
+    assert note_texts("NTE(after OBX)-3") == [["result note"], ["result note"], []]
+    # Without the selector, an NTE path reads the group's NTEs, whatever they follow.
+    assert note_texts("NTE(*)-3")[1] == ["order 1 note", "result note"]
+
+
+def test_after_records_its_segments_for_structure_checks() -> None:
+    _, refs = SYNTAX.chain("NTE(after PID, PD1)-3")
+    assert [(r.segment, r.field) for r in refs] == [("PID", 0), ("PD1", 0), ("NTE", 3)]
+
+
+@pytest.mark.parametrize(("text", "problem", "column"), [
+    ("NTE(after)-3", "expected a segment id", 10),
+    ("NTE(after obr)-3", "expected a segment id", 11),
+    ("NTE(after OBR,)-3", "expected a segment id", 15),
+    ("NTE(after OBRX)-3", "expected a segment id", 11),
+    ("PID-3[after PID]", "expected a position", 7),
+])
+def test_after_syntax_errors(text: str, problem: str, column: int) -> None:
+    with pytest.raises(PathSyntaxError) as info:
+        SYNTAX.chain(text)
+    assert problem in info.value.problem
+    assert info.value.column == column

@@ -204,8 +204,8 @@ def test_query_in_latin1_is_decoded(scp, tmp_path):
                    check=True, capture_output=True, timeout=30)
     out = tmp_path / "out"
     out.mkdir()
-    done = subprocess.run(["/usr/bin/findscu", "-W", "-X", "-od", str(out), "127.0.0.1",
-                           str(scp.port), str(query)],
+    done = subprocess.run(["/usr/bin/findscu", "-W", "-X", "-od", str(out), "-aec", "MWLBRIDGE",
+                           "127.0.0.1", str(scp.port), str(query)],
                           env=DCMTK_ENV, capture_output=True, timeout=60, check=False)
     assert done.returncode == 0
     answers = [dcmread(p, force=True) for p in sorted(out.glob("rsp*.dcm"))]

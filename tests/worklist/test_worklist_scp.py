@@ -89,8 +89,8 @@ def test_undecodable_identifier_is_unable_to_process(new_store, start_scp, item,
     query = tmp_path / "bad.dcm"
     subprocess.run(["/usr/bin/dump2dcm", "--write-dataset", str(dump), str(query)],
                    check=True, capture_output=True, timeout=30)
-    done = subprocess.run(["/usr/bin/findscu", "-v", "-W", "127.0.0.1", str(scp.port),
-                           str(query)], env={**os.environ, "TCP_NODELAY": "1"},
+    done = subprocess.run(["/usr/bin/findscu", "-v", "-W", "-aec", "MWLBRIDGE", "127.0.0.1",
+                           str(scp.port), str(query)], env={**os.environ, "TCP_NODELAY": "1"},
                           capture_output=True, text=True, timeout=60, check=False)
     assert "Final Find Response (Failed: UnableToProcess)" in done.stdout + done.stderr
 

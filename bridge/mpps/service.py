@@ -1,0 +1,319 @@
+"""The MPPS SCP: N-CREATE and N-SET of Modality Performed Procedure Step (PS3.4 Annex F).
+
+It runs on the worklist's AE: ``WorklistSCP(..., extra_services=[mpps])`` adds
+``supported_contexts`` to the AE and ``handlers()`` to its server.
+
+Threads: the handlers run in pynetdicom's association threads and call the
+store directly (``Store.write`` is thread-safe and serialised). One N-CREATE or
+N-SET is one transaction: the MPPS instance, the status of every linked
+procedure step (the ``sps_status`` column and the stored item's Scheduled
+Procedure Step Status) and the outbound status messages are committed
+together. After the commit, ``notify`` wakes the outbox sender; it must be
+safe to call from any thread (the sender's ``wake``, which uses
+``loop.call_soon_threadsafe``).
+
+Statuses sent: 0x0000, or the failures listed in validate.py plus 0x0111
+(duplicate SOP Instance), 0x0112 (N-SET on an unknown instance), 0x0110 with
+Error ID 0xA710 (N-SET after COMPLETED/DISCONTINUED), 0x0110 when the store
+fails (nothing was applied; the modality may retry). Every failure carries
+an Error Comment naming the attribute or the reason, never a value.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydicom import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import evt
+from pynetdicom.sop_class import ModalityPerformedProcedureStep
+
+from bridge.mpps import linking
+from bridge.mpps.rules import (
+    MPPS_FINAL,
+    ORC5_FOR_MPPS,
+    ORC5_FOR_SPS,
+    SPS_FOR_MPPS,
+    next_status_from_mpps,
+)
+from bridge.mpps.settings import MppsSettings
+from bridge.mpps.validate import (
+    DUPLICATE_INSTANCE,
+    ERROR_ID_FINAL,
+    INVALID_INSTANCE,
+    NO_SUCH_INSTANCE,
+    PROCESSING_FAILURE,
+    MppsFailure,
+    check_create,
+    check_final,
+    check_set,
+    merge,
+    valid_uid,
+)
+from bridge.outbound.events import StatusChange, StatusMessages, order_from_mpps, order_key
+from bridge.store import mpps_tx, outbox_tx
+from bridge.store.base import Store, StoreError, StoreTx
+from bridge.store.mpps_tx import StepRecord
+
+LOGGER = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+MPPS_SOP_CLASS = ModalityPerformedProcedureStep
+
+_Response = tuple[int | Dataset, Dataset | None]
+
+
+@dataclass(frozen=True, slots=True)
+class MppsOutcome:
+    """What one request did (for logs and tests)."""
+
+    sop_instance_uid: str
+    mpps_id: int
+    status: str
+    steps_changed: tuple[int, ...] = ()
+    steps_kept: tuple[int, ...] = ()
+    messages: int = 0
+    scheduled: bool = True
+
+
+class MppsService:
+    """N-CREATE/N-SET handling over ``store``; see the module docstring."""
+
+    supported_contexts: tuple[str, ...] = (MPPS_SOP_CLASS,)
+
+    def __init__(self, store: Store, settings: MppsSettings, *,
+                 messages: StatusMessages | None = None,
+                 notify: Callable[[], None] | None = None) -> None:
+        self._store = store
+        self._settings = settings
+        self._messages = messages
+        self._notify = notify or (lambda: None)
+
+    def handlers(self) -> list[tuple[Any, Callable[[evt.Event], _Response]]]:
+        return [(evt.EVT_N_CREATE, self._on_create), (evt.EVT_N_SET, self._on_set)]
+
+    # --- pynetdicom handlers (association threads) ---
+
+    def _on_create(self, event: evt.Event) -> _Response:
+        request = event.request
+        uid = str(request.AffectedSOPInstanceUID or "")
+        calling = _calling_aet(event)
+        try:
+            if request.AffectedSOPClassUID != MPPS_SOP_CLASS:
+                raise MppsFailure(0x0118, "only MPPS is served here")
+            try:
+                ds = _decoded(event.attribute_list)
+            except Exception as exc:  # noqa: BLE001 - whatever the peer sent, answer it
+                LOGGER.warning("MPPS N-CREATE from %s: attribute list cannot be decoded (%s)",
+                               calling, type(exc).__name__)
+                raise MppsFailure(PROCESSING_FAILURE,
+                                  "the attribute list cannot be decoded") from None
+            outcome = self.create(uid or None, ds, calling_aet=calling)
+        except MppsFailure as exc:
+            LOGGER.info("MPPS N-CREATE from %s refused: %s", calling, exc)
+            return _failure(exc, with_tags=False), None
+        except Exception as exc:  # noqa: BLE001 - the association and the SCP stay up
+            return _internal(exc, "N-CREATE"), None
+        reply = Dataset()
+        if not uid:
+            # pynetdicom moves it into the response's Affected SOP Instance UID.
+            reply.AffectedSOPInstanceUID = outcome.sop_instance_uid
+        return SUCCESS, reply
+
+    def _on_set(self, event: evt.Event) -> _Response:
+        request = event.request
+        uid = str(request.RequestedSOPInstanceUID or "")
+        calling = _calling_aet(event)
+        try:
+            if request.RequestedSOPClassUID != MPPS_SOP_CLASS:
+                raise MppsFailure(0x0118, "only MPPS is served here")
+            try:
+                changes = _decoded(event.modification_list)
+            except Exception as exc:  # noqa: BLE001 - whatever the peer sent, answer it
+                LOGGER.warning("MPPS N-SET from %s: modification list cannot be decoded (%s)",
+                               calling, type(exc).__name__)
+                raise MppsFailure(PROCESSING_FAILURE,
+                                  "the modification list cannot be decoded") from None
+            self.update(uid, changes)
+        except MppsFailure as exc:
+            LOGGER.info("MPPS N-SET from %s refused: %s", calling, exc)
+            return _failure(exc, with_tags=True), None
+        except Exception as exc:  # noqa: BLE001 - the association and the SCP stay up
+            return _internal(exc, "N-SET"), None
+        return SUCCESS, None
+
+    # --- the work, callable without a network ---
+
+    def create(self, uid: str | None, ds: Dataset, *, calling_aet: str = "") -> MppsOutcome:
+        """Store a new MPPS, update its steps, queue status messages. Raises MppsFailure."""
+        if uid is not None and not valid_uid(uid):
+            raise MppsFailure(INVALID_INSTANCE, "Affected SOP Instance UID is not a valid UID")
+        check_create(ds)
+        sop_uid = uid or generate_uid()
+        ds.SOPClassUID = MPPS_SOP_CLASS
+        ds.SOPInstanceUID = sop_uid
+
+        def job(tx: StoreTx) -> MppsOutcome:
+            if mpps_tx.find_mpps(tx, sop_uid) is not None:
+                raise MppsFailure(DUPLICATE_INSTANCE, "an MPPS with this SOP Instance UID "
+                                                      "exists already")
+            steps = self._link(tx, ds)
+            mpps_id = mpps_tx.insert_mpps(
+                tx, sop_instance_uid=sop_uid, status=str(ds.PerformedProcedureStepStatus),
+                calling_aet=calling_aet, station_aet=_text(ds, "PerformedStationAETitle"),
+                modality=_text(ds, "Modality"), item=ds, step_ids=[s.id for s in steps])
+            return self._apply(tx, mpps_id, sop_uid, ds, steps)
+
+        outcome = self._write(job)
+        LOGGER.info("MPPS %s created (IN PROGRESS) by %s: %s", sop_uid, calling_aet or "?",
+                    _summary(outcome))
+        return outcome
+
+    def update(self, uid: str, changes: Dataset) -> MppsOutcome:
+        """Apply an N-SET. Raises MppsFailure."""
+
+        def job(tx: StoreTx) -> MppsOutcome:
+            record = mpps_tx.find_mpps(tx, uid)
+            if record is None:
+                raise MppsFailure(NO_SUCH_INSTANCE, "no MPPS with this SOP Instance UID")
+            if record.status in MPPS_FINAL:
+                raise MppsFailure(PROCESSING_FAILURE,
+                                  f"the MPPS is {record.status} and may no longer be updated",
+                                  error_id=ERROR_ID_FINAL)
+            check_set(record.item, changes)
+            merged = merge(record.item, changes)
+            check_final(merged, final_state_checks=self._settings.final_state_checks)
+            status = _text(merged, "PerformedProcedureStepStatus")
+            mpps_tx.update_mpps(tx, record.id, status=status, item=merged)
+            if status == record.status:
+                return MppsOutcome(uid, record.id, status, scheduled=bool(record.step_ids))
+            steps = mpps_tx.steps_by_id(tx, record.step_ids)
+            if not steps:
+                # Unscheduled so far: the order may have arrived since the N-CREATE.
+                steps = self._link(tx, merged)
+                if steps:
+                    mpps_tx.link_steps(tx, record.id, [s.id for s in steps])
+            return self._apply(tx, record.id, uid, merged, steps)
+
+        outcome = self._write(job)
+        LOGGER.info("MPPS %s set to %s: %s", uid, outcome.status, _summary(outcome))
+        return outcome
+
+    def _write(self, job: Callable[[StoreTx], MppsOutcome]) -> MppsOutcome:
+        try:
+            (result,) = self._store.write([job])
+        except StoreError as exc:
+            LOGGER.error("MPPS not stored: %s", exc)
+            raise MppsFailure(PROCESSING_FAILURE,
+                              "the store failed; nothing was applied, please retry") from None
+        if isinstance(result, BaseException):
+            raise result
+        if result.messages:
+            self._notify()
+        return result
+
+    def _link(self, tx: StoreTx, ds: Dataset) -> list[StepRecord]:
+        keys = tuple(self._settings.match_keys)
+        found: list[StepRecord] = []
+        for item in linking.scheduled_items(ds):
+            key, steps = linking.link_item(
+                item, keys, lambda where: mpps_tx.find_steps(tx, where), lambda s: s.item)
+            if key is None:
+                LOGGER.info("an MPPS scheduled step item matched no worklist item "
+                            "(keys tried: %s)", ", ".join(keys))
+            found.extend(steps)
+        return linking.unique_by_id(found, lambda s: s.id)
+
+    def _apply(self, tx: StoreTx, mpps_id: int, uid: str, mpps: Dataset,
+               steps: Sequence[StepRecord]) -> MppsOutcome:
+        """Move each linked step's status and queue the status messages."""
+        status = _text(mpps, "PerformedProcedureStepStatus")
+        changes: list[StatusChange] = []
+        changed, kept = [], []
+        for step in steps:
+            decision = next_status_from_mpps(step.sps_status, status)
+            if not decision.changed:
+                # The conflict rule (rules.py): logged without patient data.
+                LOGGER.info("MPPS %s: procedure step %d keeps %s (%s)", uid, step.id,
+                            decision.status, decision.reason)
+                kept.append(step.id)
+                continue
+            updated = mpps_tx.set_step_status(tx, step, decision.status)
+            changed.append(step.id)
+            changes.append(StatusChange(
+                order=updated.item, mpps=mpps, status=ORC5_FOR_SPS[decision.status],
+                sps_status=decision.status, scheduled=True,
+                order_key=order_key(updated.item, f"step:{step.id}"), mpps_id=mpps_id,
+                step_id=step.id))
+        if not steps and self._settings.unscheduled == "emit":
+            changes.append(StatusChange(
+                order=order_from_mpps(mpps), mpps=mpps, status=ORC5_FOR_MPPS[status],
+                sps_status=SPS_FOR_MPPS[status], scheduled=False, order_key=f"mpps:{uid}",
+                mpps_id=mpps_id))
+        queued = 0
+        if self._messages is not None and changes:
+            now = datetime.now().astimezone()
+            rows = [row for change in changes for row in self._messages.for_change(change,
+                                                                                     now=now)]
+            queued = len(outbox_tx.enqueue(tx, rows))
+        return MppsOutcome(uid, mpps_id, status, tuple(changed), tuple(kept), queued,
+                           scheduled=bool(steps))
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    return "" if value is None else str(value).strip()
+
+
+def _decoded(ds: Dataset | None) -> Dataset:
+    """The request's dataset with text in Unicode and no Specific Character Set, as
+    the store keeps every item."""
+    if ds is None:
+        return Dataset()
+    ds.decode()
+    if "SpecificCharacterSet" in ds:
+        del ds.SpecificCharacterSet
+    # Walk every element once so that a malformed value fails here, not in the store.
+    for _ in ds.iterall():
+        pass
+    return ds
+
+
+def _calling_aet(event: evt.Event) -> str:
+    try:
+        return str(event.assoc.requestor.ae_title).strip()
+    except AttributeError:
+        return ""
+
+
+def _failure(exc: MppsFailure, *, with_tags: bool) -> Dataset:
+    status = Dataset()
+    status.Status = exc.status
+    status.ErrorComment = exc.comment[:64]
+    if exc.error_id is not None:
+        status.ErrorID = exc.error_id
+    if with_tags and exc.tags:
+        status.AttributeIdentifierList = list(exc.tags)
+    return status
+
+
+def _internal(exc: BaseException, what: str) -> Dataset:
+    # Only the type: a driver's or pydicom's message may quote a value.
+    LOGGER.error("MPPS %s failed: %s", what, type(exc).__name__)
+    LOGGER.debug("MPPS %s failure", what, exc_info=exc)
+    return _failure(MppsFailure(PROCESSING_FAILURE, "internal error; nothing was applied"),
+                    with_tags=False)
+
+
+def _summary(outcome: MppsOutcome) -> str:
+    parts = [f"{len(outcome.steps_changed)} step(s) changed"]
+    if outcome.steps_kept:
+        parts.append(f"{len(outcome.steps_kept)} kept")
+    if not outcome.scheduled:
+        parts.append("unscheduled")
+    parts.append(f"{outcome.messages} status message(s) queued")
+    return ", ".join(parts)

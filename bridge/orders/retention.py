@@ -1,0 +1,102 @@
+"""Message retention: accepted messages and dead letters are purged after their days.
+
+Purging runs at start and then every ``orders.messages.purge_interval_s``, in
+small batches through the store's writer, so a large backlog never holds the
+writer long enough to delay an ACK noticeably. Worklist items are not purged
+here; only their link to the message that last changed them is cleared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from bridge.orders.settings import MessageLogSettings
+from bridge.store import CommitQueue, Store, StoreTx
+from bridge.store.orders_tx import ACCEPTED, REJECTED, OrdersTx
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+def _cutoffs(settings: MessageLogSettings, now: datetime
+             ) -> list[tuple[tuple[str, ...], str, str]]:
+    out = []
+    for codes, days, what in ((ACCEPTED, settings.accepted_days, "accepted"),
+                              (REJECTED, settings.rejected_days, "rejected")):
+        if days > 0:
+            out.append((codes, (now - timedelta(days=days)).isoformat(), what))
+    return out
+
+
+def _purge_job(codes: tuple[str, ...], before: str) -> Callable[[StoreTx], int]:
+    def job(tx: StoreTx) -> int:
+        return OrdersTx(tx).purge_messages(codes, before, BATCH)  # type: ignore[arg-type]
+
+    return job
+
+
+def purge_now(store: Store, settings: MessageLogSettings, now: datetime | None = None
+              ) -> dict[str, int]:
+    """Purge synchronously (``mwl-bridge messages purge``); counts by kind."""
+    counts: dict[str, int] = {}
+    for codes, before, what in _cutoffs(settings, now or datetime.now(UTC)):
+        total = 0
+        while True:
+            (n,) = store.write([_purge_job(codes, before)])
+            if isinstance(n, BaseException):
+                raise n
+            total += n
+            if n < BATCH:
+                break
+        counts[what] = total
+    return counts
+
+
+class Retention:
+    """The periodic purge inside the daemon."""
+
+    def __init__(self, commits: CommitQueue, settings: MessageLogSettings) -> None:
+        self._commits = commits
+        self._settings = settings
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._settings.accepted_days > 0 or self._settings.rejected_days > 0:
+            self._task = asyncio.create_task(self._run(), name="message-retention")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def purge_once(self, now: datetime | None = None) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for codes, before, what in _cutoffs(self._settings, now or datetime.now(UTC)):
+            total = 0
+            while True:
+                n = await self._commits.submit(_purge_job(codes, before))
+                total += n
+                if n < BATCH:
+                    break
+                await asyncio.sleep(0)  # let waiting messages into the next batch
+            counts[what] = total
+        return counts
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                counts = await self.purge_once()
+                if any(counts.values()):
+                    log.info("message retention: purged %s",
+                             ", ".join(f"{n} {what}" for what, n in counts.items()))
+            except Exception as exc:  # noqa: BLE001 - retry at the next interval
+                log.error("message retention failed: %s", exc)
+            await asyncio.sleep(self._settings.purge_interval_s)

@@ -1,0 +1,161 @@
+"""The ``orders`` configuration section: order control table, checks, policies, retention.
+
+Kept beside the code it configures; ``bridge.config.Settings`` holds it as
+``orders``. Every policy has a safe default, documented in docs/orders.md and
+mwl-bridge.example.yaml.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_CS = re.compile(r"^[A-Z0-9_ ]{1,16}$")  # DICOM VR CS: what an SPS status may hold
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _sps_status(value: str) -> str:
+    if not _CS.match(value):
+        raise ValueError("an SPS status is 1-16 characters A-Z, 0-9, _ or space (VR CS)")
+    return value
+
+
+class OrderControlRule(_Section):
+    """One row of the ORC-1/ORC-5 table.
+
+    ``action`` says what the message does to the order: ``new`` creates it
+    (duplicate checks apply), ``change`` replaces its content in place (XO),
+    ``status`` only sets the SPS status and keeps the stored content (cancel,
+    discontinue, hold, release, status change).
+    """
+
+    control: list[str] = Field(min_length=1, description="ORC-1 values")
+    order_status: list[str] = Field(default_factory=lambda: ["*"],
+                                    description='ORC-5 values; "" empty, "*" any')
+    action: Literal["new", "change", "status"]
+    status: str
+
+    _check_status = field_validator("status")(classmethod(lambda cls, v: _sps_status(v)))
+
+
+def _rule(control: list[str], order_status: list[str], action: str,
+          status: str) -> OrderControlRule:
+    return OrderControlRule(control=control, order_status=order_status, action=action,
+                            status=status)
+
+
+def default_order_control() -> list[OrderControlRule]:
+    """The reference defaults (IHE SWF as dcm4chee-arc implements it); HD/RL hide and show."""
+    return [
+        _rule(["NW"], ["", "SC", "IP"], "new", "SCHEDULED"),
+        _rule(["XO"], ["", "SC"], "change", "SCHEDULED"),
+        _rule(["XO"], ["IP"], "change", "STARTED"),
+        _rule(["XO"], ["CM", "A"], "change", "COMPLETED"),
+        _rule(["SC"], ["SC"], "status", "SCHEDULED"),
+        _rule(["SC"], ["IP"], "status", "STARTED"),
+        _rule(["SC"], ["CM", "A"], "status", "COMPLETED"),
+        _rule(["SC"], ["CA"], "status", "CANCELED"),
+        _rule(["SC"], ["DC"], "status", "DISCONTINUED"),
+        _rule(["SC"], ["HD"], "status", "HELD"),
+        _rule(["CA", "OC"], ["*"], "status", "CANCELED"),
+        _rule(["DC", "OD"], ["*"], "status", "DISCONTINUED"),
+        _rule(["HD"], ["*"], "status", "HELD"),
+        _rule(["RL"], ["*"], "status", "SCHEDULED"),
+    ]
+
+
+class PatientChecks(_Section):
+    # HL7 table 0001 (administrative sex); [] turns the check off.
+    sex_codes: list[str] = Field(default_factory=lambda: ["F", "M", "O", "U", "A", "N"])
+    require_family_name: bool = True
+    reject_future_birth_date: bool = True
+    # Issuers of Patient ID (PID-3.4.1) accepted; [] accepts any. List "" to
+    # accept IDs without an issuer.
+    trusted_issuers: list[str] = Field(default_factory=list)
+    # A known Patient ID arriving with a different name AND birth date.
+    demographics_conflict: Literal["accept_flag", "accept", "reject"] = "accept_flag"
+    # An order or update for a Patient ID that was merged away (A40) or replaced (A47).
+    merged_ids: Literal["reject", "redirect"] = "reject"
+    # An A40 whose prior patient (or survivor) was itself already merged elsewhere.
+    merge_of_merged: Literal["reject", "follow"] = "reject"
+
+
+class AdtSettings(_Section):
+    # Events whose PID replaces the patient's demographics on every stored item.
+    update_events: list[str] = Field(
+        default_factory=lambda: ["A01", "A04", "A05", "A08", "A28", "A31"])
+    merge_events: list[str] = Field(default_factory=lambda: ["A40"])
+    change_id_events: list[str] = Field(default_factory=lambda: ["A47"])
+    # The mapping whose patient rules (PatientID, PatientName, ...) read the PID of
+    # ADT messages; "" means the first mapping in routing order.
+    patient_mapping: str = ""
+
+
+class ResultSettings(_Section):
+    enabled: bool = True
+    final_statuses: list[str] = Field(default_factory=lambda: ["F"])  # OBR-25 values
+    status: str = "COMPLETED"
+    accession: str = "OBR-18 | OBR-3.1"
+    requested_procedure_id: str = "OBR-19"
+    unknown_order: Literal["accept", "reject"] = "accept"
+
+    _check_status = field_validator("status")(classmethod(lambda cls, v: _sps_status(v)))
+
+    @field_validator("accession", "requested_procedure_id")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.strip():
+            return ""
+        from bridge.mapping.paths import PathSyntax, PathSyntaxError
+
+        try:
+            PathSyntax({}).chain(value)
+        except PathSyntaxError as exc:
+            raise ValueError(f"not a field path: {exc}") from None
+        return value
+
+
+class MessageLogSettings(_Section):
+    # Accepted (AA) messages are purged after this many days; 0 keeps them forever.
+    accepted_days: float = Field(default=30.0, ge=0)
+    # Rejected messages (dead letters) likewise; 0 keeps them until deleted.
+    rejected_days: float = Field(default=180.0, ge=0)
+    purge_interval_s: float = Field(default=3600.0, gt=0)
+    # Recent accepted messages answered from memory when resent (exact resends
+    # cost no database access); older ones are found in the database.
+    replay_cache: int = Field(default=20000, ge=0)
+
+
+class OrdersSettings(_Section):
+    order_control: list[OrderControlRule] = Field(default_factory=default_order_control)
+    # XO, CA, SC, ... for an order the bridge has never seen.
+    unknown_order: Literal["create", "reject"] = "create"
+    # NW for an order that exists with different content (identical content is
+    # always accepted without change).
+    new_order_exists: Literal["reject", "change"] = "reject"
+    # The same Accession Number for a different patient. Allowing it is loud:
+    # a warning at start and on every message that does it.
+    accession_other_patient: Literal["reject", "allow_with_warning"] = "reject"
+    patients: PatientChecks = PatientChecks()
+    adt: AdtSettings = AdtSettings()
+    results: ResultSettings = ResultSettings()
+    messages: MessageLogSettings = MessageLogSettings()
+
+    @model_validator(mode="after")
+    def _unambiguous_table(self) -> OrdersSettings:
+        seen: dict[tuple[str, str], int] = {}
+        for i, rule in enumerate(self.order_control):
+            for control in rule.control:
+                for status in rule.order_status:
+                    key = (control, status)
+                    if key in seen:
+                        raise ValueError(
+                            f"order_control[{i}]: {control}/{status or '(empty)'} is already "
+                            f"in order_control[{seen[key]}]")
+                    seen[key] = i
+        return self

@@ -1,0 +1,317 @@
+"""The outbox sender: delivers queued HL7 status messages over MLLP.
+
+Per destination, up to ``max_connections`` workers send side by side, each on
+its own connection. A dispatcher hands each worker the oldest due message of
+an order that no other worker is sending, so the messages of one order go out
+strictly in order (the next only after the previous one was acknowledged or
+dead-lettered), while different orders proceed in parallel.
+
+Outcomes (HL7 MSA-1):
+- AA or CA: sent;
+- AE, AR or CR: a dead letter, with MSA-3/ERR text as its reason; the order's
+  next message follows (``mwl-bridge outbox retry`` re-queues a dead letter);
+- a timeout, a lost or refused connection, CE (commit error), a reply without
+  MSA or one that acknowledges another control ID: retried with backoff
+  (initial, doubling, capped), and the destination pauses for that long, so a
+  receiver that is down costs one attempt per connection slot and backoff step,
+  not one per message.
+
+Delivery is at least once: a message whose ACK was lost is sent again with the
+same MSH-10, which a receiver uses to drop the duplicate.
+
+Threads: the sender runs on the daemon's asyncio loop. It reads the store in
+worker threads (``asyncio.to_thread``) and writes outcomes through ``submit``
+(the daemon's CommitQueue), never on the loop itself. ``wake()`` may be called
+from any thread (the MPPS handlers call it after their commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bridge.hl7.client import MllpClient, ack_code_of, acked_control_id_of
+from bridge.outbound.settings import OutboundDestination
+from bridge.store import outbox_tx
+from bridge.store.base import Store, StoreTx
+from bridge.store.outbox_tx import OutboxMessage
+from bridge.store.sqltx import parse_stamp
+
+log = logging.getLogger(__name__)
+
+Submit = Callable[[Callable[[StoreTx], Any]], Awaitable[Any]]
+DONE_CODES = frozenset({"AA", "CA"})
+DEAD_CODES = frozenset({"AE", "AR", "CR"})
+
+
+def thread_submit(store: Store) -> Submit:
+    """A ``submit`` without a CommitQueue: one transaction per outcome, in a thread."""
+
+    async def submit(job: Callable[[StoreTx], Any]) -> Any:
+        (result,) = await asyncio.to_thread(store.write, [job])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    return submit
+
+
+@dataclass
+class SenderStats:
+    sent: int = 0
+    dead: int = 0
+    retries: int = 0
+
+
+class _Retry(Exception):
+    """A transport-level failure: the message stays pending and is sent again."""
+
+
+@dataclass
+class _Conn:
+    client: MllpClient | None = None
+    last_used: float = 0.0
+
+
+@dataclass
+class _DestinationState:
+    settings: OutboundDestination
+    busy: set[str] = field(default_factory=set)
+    queue: asyncio.Queue[OutboxMessage] = field(default_factory=asyncio.Queue)
+    paused_until: float = 0.0  # loop time
+    failures: int = 0  # consecutive transport failures
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class OutboxSender:
+    def __init__(self, store: Store, destinations: Sequence[OutboundDestination], *,
+                 submit: Submit | None = None, poll_interval_s: float = 2.0,
+                 stop_grace_s: float = 5.0) -> None:
+        self._store = store
+        self._submit = submit or thread_submit(store)
+        self._poll = poll_interval_s
+        self._grace = stop_grace_s
+        self._dests = [_DestinationState(d) for d in destinations if d.enabled]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self.stats = SenderStats()
+
+    @property
+    def destinations(self) -> list[str]:
+        return [d.settings.name for d in self._dests]
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for dest in self._dests:
+            dest.tasks.append(asyncio.create_task(self._dispatch(dest),
+                                                  name=f"outbox:{dest.settings.name}"))
+            for n in range(dest.settings.max_connections):
+                dest.tasks.append(asyncio.create_task(
+                    self._work(dest), name=f"outbox:{dest.settings.name}:{n + 1}"))
+        if self._dests:
+            log.info("outbox sender started for %s", ", ".join(self.destinations))
+
+    def wake(self) -> None:
+        """Look at the outbox now. Safe from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        for dest in self._dests:
+            loop.call_soon_threadsafe(dest.wake.set)
+
+    async def stop(self) -> None:
+        """Stop handing out messages; let sends in flight finish (up to the grace
+        period), then cancel. Unsent messages stay pending for the next start."""
+        self._stopping = True
+        for dest in self._dests:
+            dest.wake.set()
+        tasks = [t for d in self._dests for t in d.tasks]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=self._grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        log.info("outbox sender stopped")
+
+    # --- dispatcher ---
+
+    async def _dispatch(self, dest: _DestinationState) -> None:
+        name = dest.settings.name
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            dest.wake.clear()
+            timeout = self._poll
+            pause = dest.paused_until - loop.time()
+            if pause > 0:
+                timeout = min(timeout, pause)
+            else:
+                free = dest.settings.max_connections - len(dest.busy)
+                if free > 0:
+                    try:
+                        heads = await asyncio.to_thread(
+                            outbox_tx.due_heads, self._store, name, now=datetime.now(UTC),
+                            limit=free, busy_orders=frozenset(dest.busy))
+                        if not heads:
+                            wait = await asyncio.to_thread(self._until_next_due, name)
+                            if wait is not None:
+                                timeout = min(timeout, max(wait, 0.01))
+                    except Exception as exc:  # noqa: BLE001 - keep polling; the store may recover
+                        log.error("outbox of %s cannot be read: %s", name, type(exc).__name__)
+                        heads = []
+                    for message in heads:
+                        dest.busy.add(message.order_key)
+                        dest.queue.put_nowait(message)
+            try:
+                await asyncio.wait_for(dest.wake.wait(), timeout)
+            except TimeoutError:
+                pass
+        # Workers end when the queue is drained.
+        for _ in range(dest.settings.max_connections):
+            dest.queue.put_nowait(_STOP)
+
+    def _until_next_due(self, name: str) -> float | None:
+        due = outbox_tx.next_due(self._store, name)
+        if due is None:
+            return None
+        return (parse_stamp(due) - datetime.now(UTC)).total_seconds()
+
+    # --- workers ---
+
+    async def _work(self, dest: _DestinationState) -> None:
+        conn = _Conn()
+        try:
+            while True:
+                message = await dest.queue.get()
+                if message is _STOP:
+                    return
+                if self._stopping:  # handed out but not started: stays pending
+                    dest.busy.discard(message.order_key)
+                    continue
+                try:
+                    await self._deliver(dest, conn, message)
+                finally:
+                    dest.busy.discard(message.order_key)
+                    dest.wake.set()
+        finally:
+            if conn.client is not None:
+                await conn.client.close()
+
+    async def _deliver(self, dest: _DestinationState, conn: _Conn,
+                       message: OutboxMessage) -> None:
+        s = dest.settings
+        try:
+            reply = await self._exchange(s, conn, message)
+            code = ack_code_of(reply)
+            acked = acked_control_id_of(reply)
+            if acked and acked != message.control_id:
+                raise _Retry(f"the reply acknowledges {acked!r}, not {message.control_id!r}")
+            if code in DONE_CODES:
+                await self._record(outbox_tx.mark_sent, message.id, reply)
+                dest.failures = 0
+                self.stats.sent += 1
+                log.debug("status message %s delivered to %s (%s)", message.control_id,
+                          s.name, code)
+                return
+            if code in DEAD_CODES:
+                reason = f"{code}: {_reply_text(reply) or 'no reason given'}"
+                await self._record(outbox_tx.mark_dead, message.id, reason, reply)
+                dest.failures = 0
+                self.stats.dead += 1
+                log.warning("status message %s refused by %s (%s); kept as a dead letter "
+                            "(mwl-bridge outbox list --state dead)", message.control_id,
+                            s.name, code)
+                return
+            raise _Retry(f"reply {code or 'without MSA'}")
+        except (_Retry, TimeoutError, ConnectionError, OSError) as exc:
+            await self._retry(dest, message, _describe(exc))
+
+    async def _exchange(self, s: OutboundDestination, conn: _Conn,
+                        message: OutboxMessage) -> bytes:
+        """Send on the worker's connection. A reused connection that turns out to be
+        closed (receivers drop idle ones) is replaced once, at once, without backoff."""
+        now = time.monotonic()
+        if conn.client is not None and now - conn.last_used > s.idle_close_s:
+            await conn.client.close()
+            conn.client = None
+        for attempt in (1, 2):
+            fresh = conn.client is None
+            if fresh:
+                try:
+                    conn.client = await MllpClient.connect(s.host, s.port,
+                                                           timeout=s.connect_timeout_s)
+                except (TimeoutError, OSError) as exc:
+                    raise _Retry(f"cannot connect to {s.host}:{s.port}: "
+                                 f"{_describe(exc)}") from None
+            client = conn.client
+            assert client is not None
+            try:
+                reply = await client.send(message.payload, timeout=s.ack_timeout_s)
+            except ConnectionError:
+                await client.close()
+                conn.client = None
+                if fresh or attempt == 2:
+                    raise
+                continue
+            except BaseException:
+                await client.close()  # send() closed it already on timeout/cancel
+                conn.client = None
+                raise
+            conn.last_used = time.monotonic()
+            return reply
+        raise ConnectionError("unreachable")  # the loop returns or raises
+
+    async def _retry(self, dest: _DestinationState, message: OutboxMessage,
+                     error: str) -> None:
+        s = dest.settings
+        dest.failures += 1
+        delay = min(s.backoff_max_s, s.backoff_initial_s * 2 ** (dest.failures - 1))
+        loop = asyncio.get_running_loop()
+        dest.paused_until = max(dest.paused_until, loop.time() + delay)
+        self.stats.retries += 1
+        log.warning("status message %s to %s not delivered (%s); retry %d in %.1f s",
+                    message.control_id, s.name, error, message.attempts + 1, delay)
+        next_attempt = datetime.now(UTC) + timedelta(seconds=delay)
+        try:
+            await self._record(outbox_tx.mark_retry, message.id, error, next_attempt)
+        except Exception as exc:  # noqa: BLE001 - the message stays pending either way
+            log.error("outbox retry of message %d not recorded: %s", message.id, exc)
+
+    async def _record(self, fn: Callable[..., None], *args: Any) -> None:
+        def job(tx: StoreTx) -> None:
+            fn(tx, *args)
+
+        await self._submit(job)
+
+
+_STOP: Any = object()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return str(exc) or "timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _reply_text(reply: bytes) -> str:
+    """MSA-3 and ERR texts of a negative ACK, for the dead letter's reason."""
+    text = reply.decode("latin-1", errors="replace")
+    sep = text[3:4] if text.startswith("MSH") else "|"
+    parts: list[str] = []
+    for line in text.replace("\r\n", "\r").replace("\n", "\r").split("\r"):
+        fields = line.split(sep)
+        if fields[0] == "MSA" and len(fields) > 3 and fields[3]:
+            parts.append(fields[3])
+        elif fields[0] == "ERR":
+            detail = [f for f in (fields[3] if len(fields) > 3 else "",
+                                  fields[8] if len(fields) > 8 else "",
+                                  fields[1] if len(fields) > 1 else "") if f]
+            if detail:
+                parts.append(" ".join(detail[:2]))
+    return "; ".join(parts)[:500]

@@ -1,0 +1,206 @@
+"""The durable outbox of outbound HL7 messages (see sqltx.py for the threading rule).
+
+A row is one message for one destination. ``order_key`` names the order it
+is about: the sender delivers the messages of one order and destination
+strictly in id order (the next one only after the previous one was
+acknowledged or dead-lettered), and different orders independently.
+
+States: ``pending`` (waiting or being retried), ``sent`` (AA/CA received),
+``dead`` (AE/AR, or it could not be built; ``last_error`` says why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from bridge.store.base import Store, StoreTx
+from bridge.store.sqltx import reading, stamp, tx_sql
+
+
+class OutboxState(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to queue, built inside the transaction that caused it."""
+
+    destination: str
+    order_key: str
+    event: str  # IP, CM, DC, ...
+    message_type: str  # e.g. ORM^O01
+    control_id: str  # MSH-10
+    payload: bytes  # encoded in the destination's character set, CR segment ends
+    mpps_id: int | None = None
+    step_id: int | None = None
+    dead_reason: str = ""  # set: queue it dead at once (it could not be built)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    id: int
+    destination: str
+    order_key: str
+    event: str
+    message_type: str
+    control_id: str
+    state: str
+    attempts: int
+    next_attempt_at: str
+    created_at: str
+    updated_at: str
+    sent_at: str
+    last_error: str
+    mpps_id: int | None
+    step_id: int | None
+    payload: bytes
+    ack: bytes
+
+
+_COLUMNS = ("id, destination, order_key, event, message_type, control_id, state, attempts, "
+            "next_attempt_at, created_at, updated_at, sent_at, last_error, mpps_id, step_id, "
+            "payload, ack")
+
+
+def _message(row: Sequence[Any]) -> OutboxMessage:
+    return OutboxMessage(
+        id=int(row[0]), destination=str(row[1]), order_key=str(row[2]), event=str(row[3]),
+        message_type=str(row[4]), control_id=str(row[5]), state=str(row[6]),
+        attempts=int(row[7]), next_attempt_at=str(row[8]), created_at=str(row[9]),
+        updated_at=str(row[10]), sent_at=str(row[11]), last_error=str(row[12]),
+        mpps_id=None if row[13] is None else int(row[13]),
+        step_id=None if row[14] is None else int(row[14]),
+        payload=bytes(row[15]), ack=bytes(row[16]))
+
+
+# --- inside a write transaction ---
+
+def enqueue(tx: StoreTx, messages: Iterable[NewMessage]) -> list[int]:
+    cur, p = tx_sql(tx)
+    ids = []
+    now = stamp()
+    for m in messages:
+        state = OutboxState.DEAD if m.dead_reason else OutboxState.PENDING
+        cur.execute(
+            "INSERT INTO outbox (destination, order_key, event, message_type, control_id, state,"
+            " attempts, next_attempt_at, created_at, updated_at, sent_at, last_error, mpps_id,"
+            f" step_id, payload, ack) VALUES ({', '.join([p] * 16)}) RETURNING id",
+            (m.destination, m.order_key, m.event, m.message_type, m.control_id, state.value, 0,
+             now, now, now, "", m.dead_reason, m.mpps_id, m.step_id, m.payload, b""))
+        ids.append(int(cur.fetchone()[0]))
+    return ids
+
+
+def mark_sent(tx: StoreTx, message_id: int, ack: bytes) -> None:
+    cur, p = tx_sql(tx)
+    now = stamp()
+    cur.execute(f"UPDATE outbox SET state = {p}, attempts = attempts + 1, updated_at = {p}, "
+                f"sent_at = {p}, last_error = '', ack = {p} WHERE id = {p}",
+                (OutboxState.SENT.value, now, now, ack, message_id))
+
+
+def mark_dead(tx: StoreTx, message_id: int, reason: str, ack: bytes = b"") -> None:
+    cur, p = tx_sql(tx)
+    cur.execute(f"UPDATE outbox SET state = {p}, attempts = attempts + 1, updated_at = {p}, "
+                f"last_error = {p}, ack = {p} WHERE id = {p}",
+                (OutboxState.DEAD.value, stamp(), reason, ack, message_id))
+
+
+def mark_retry(tx: StoreTx, message_id: int, error: str, next_attempt: datetime) -> None:
+    cur, p = tx_sql(tx)
+    cur.execute(f"UPDATE outbox SET attempts = attempts + 1, updated_at = {p}, "
+                f"next_attempt_at = {p}, last_error = {p} WHERE id = {p} AND state = {p}",
+                (stamp(), stamp(next_attempt), error, message_id, OutboxState.PENDING.value))
+
+
+def requeue(tx: StoreTx, ids: Iterable[int]) -> list[int]:
+    """Dead or waiting messages -> pending, due now. Returns the ids that changed.
+
+    A dead message without a payload (it could not be built) is left alone.
+    """
+    cur, p = tx_sql(tx)
+    changed = []
+    now = stamp()
+    for message_id in ids:
+        cur.execute(f"UPDATE outbox SET state = {p}, next_attempt_at = {p}, updated_at = {p} "
+                    f"WHERE id = {p} AND state IN ({p}, {p}) AND payload <> {p}",
+                    (OutboxState.PENDING.value, now, now, message_id, OutboxState.DEAD.value,
+                     OutboxState.PENDING.value, b""))
+        if cur.rowcount:
+            changed.append(message_id)
+    return changed
+
+
+def purge(tx: StoreTx, state: OutboxState, older_than: datetime) -> int:
+    """Delete messages in ``state`` last changed before ``older_than``; never pending ones."""
+    if state is OutboxState.PENDING:
+        raise ValueError("pending messages are never purged")
+    cur, p = tx_sql(tx)
+    cur.execute(f"DELETE FROM outbox WHERE state = {p} AND updated_at < {p}",
+                (state.value, stamp(older_than)))
+    return int(cur.rowcount or 0)
+
+
+# --- reads (any thread; blocking) ---
+
+def due_heads(store: Store, destination: str, *, now: datetime, limit: int,
+              busy_orders: Collection[str] = ()) -> list[OutboxMessage]:
+    """The oldest pending message of each order of ``destination`` that is due now.
+
+    Orders in ``busy_orders`` (being sent right now) are skipped. Oldest first.
+    """
+    with reading(store) as (cur, p):
+        cur.execute(
+            f"SELECT {', '.join('o.' + c.strip() for c in _COLUMNS.split(','))} FROM outbox o "
+            f"WHERE o.destination = {p} AND o.state = {p} AND o.id = ("
+            "SELECT MIN(i.id) FROM outbox i WHERE i.destination = o.destination "
+            "AND i.state = o.state AND i.order_key = o.order_key) "
+            f"AND o.next_attempt_at <= {p} ORDER BY o.id LIMIT {int(limit + len(busy_orders))}",
+            (destination, OutboxState.PENDING.value, stamp(now)))
+        heads = [_message(r) for r in cur.fetchall()]
+    return [m for m in heads if m.order_key not in busy_orders][:limit]
+
+
+def next_due(store: Store, destination: str) -> str | None:
+    """The earliest ``next_attempt_at`` of any pending message of ``destination``."""
+    with reading(store) as (cur, p):
+        cur.execute(f"SELECT MIN(next_attempt_at) FROM outbox WHERE destination = {p} "
+                    f"AND state = {p}", (destination, OutboxState.PENDING.value))
+        row = cur.fetchone()
+        return row[0] if row and row[0] else None
+
+
+def list_messages(store: Store, *, states: Collection[str] = (), destination: str = "",
+                  limit: int = 100) -> list[OutboxMessage]:
+    where, params = [], []
+    with reading(store) as (cur, p):
+        if states:
+            where.append(f"state IN ({', '.join([p] * len(states))})")
+            params.extend(states)
+        if destination:
+            where.append(f"destination = {p}")
+            params.append(destination)
+        sql = f"SELECT {_COLUMNS} FROM outbox"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        cur.execute(sql + f" ORDER BY id LIMIT {int(limit)}", params)
+        return [_message(r) for r in cur.fetchall()]
+
+
+def get_message(store: Store, message_id: int) -> OutboxMessage | None:
+    with reading(store) as (cur, p):
+        cur.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = {p}", (message_id,))
+        row = cur.fetchone()
+        return None if row is None else _message(row)
+
+
+def count_by_state(store: Store) -> dict[str, int]:
+    with reading(store) as (cur, _):
+        cur.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")
+        return {str(r[0]): int(r[1]) for r in cur.fetchall()}

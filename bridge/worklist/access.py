@@ -1,0 +1,143 @@
+"""Who may associate, and how each calling AE is served.
+
+``AccessPolicy.check`` runs on every A-ASSOCIATE-RQ (pynetdicom's
+EVT_REQUESTED, in the association's thread) before pynetdicom's own
+negotiation; it returns the A-ASSOCIATE-RJ to send, or None to go on.
+pynetdicom then applies the total limit (``dicom.max_associations``) itself.
+
+Rejections (PS3.8 9.3.4; result, source, reason):
+
+=================================  ==============================  ===========================
+situation                          A-ASSOCIATE-RJ                  setting
+=================================  ==============================  ===========================
+peer address not allowed           1 permanent, 1 user, 1 none     dicom.allowed_hosts
+calling AE title unknown           1 permanent, 1 user, 3 calling  dicom.require_known_ae
+known AE from another address      1 permanent, 1 user, 3 calling  dicom.known_aes.<AE>.hosts
+called AE title is not ours        1 permanent, 1 user, 7 called   dicom.require_called_ae
+too many associations of this AE   2 transient, 3 provider, 2 lim  max_associations per AE
+too many associations in total     2 transient, 3 provider, 2 lim  dicom.max_associations
+=================================  ==============================  ===========================
+
+``PeerProfile`` is what a calling AE gets: its answer character set, the
+policy for names that set can't hold, whether its AE title stands in for an
+empty station key, and which stations, modalities and worklist labels it may
+see. Unknown AEs (when allowed at all) get the global defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from bridge.addresses import address_in, networks
+from bridge.config import DicomPeer, DicomSettings
+
+LOGGER = logging.getLogger(__name__)
+
+REJECTED_PERMANENT = 0x01
+REJECTED_TRANSIENT = 0x02
+SOURCE_SERVICE_USER = 0x01
+SOURCE_PROVIDER_PRESENTATION = 0x03
+REASON_NONE = 0x01
+REASON_CALLING_AE = 0x03
+REASON_CALLED_AE = 0x07
+REASON_LOCAL_LIMIT = 0x02
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An A-ASSOCIATE-RJ to send, and why (for the log: AE titles and address only)."""
+
+    result: int
+    source: int
+    reason: int
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerProfile:
+    """How one calling AE is served."""
+
+    ae_title: str
+    known: bool
+    character_set: str
+    unencodable: str  # "utf8" or "transliterate"
+    station_from_calling_ae: bool = False
+    stations: tuple[str, ...] = ()
+    modalities: tuple[str, ...] = ()
+    worklist_labels: tuple[str, ...] = ()
+    max_associations: int = 0  # 0: no per-AE limit
+
+
+class AccessPolicy:
+    """Association admission and per-AE profiles, from ``DicomSettings``."""
+
+    def __init__(self, dicom: DicomSettings) -> None:
+        self._dicom = dicom
+        self._allowed = networks(dicom.allowed_hosts)
+        self._peer_hosts = {ae: networks(p.hosts) for ae, p in dicom.known_aes.items()}
+        self._profiles = {ae: self._profile(ae, p) for ae, p in dicom.known_aes.items()}
+        # Serialises admission so two simultaneous requests of one AE can't
+        # both see room for one more association.
+        self._lock = threading.Lock()
+
+    def _profile(self, ae_title: str, peer: DicomPeer | None) -> PeerProfile:
+        d = self._dicom
+        if peer is None:
+            return PeerProfile(ae_title=ae_title, known=False, character_set=d.character_set,
+                               unencodable=d.unencodable,
+                               max_associations=d.max_associations_per_ae)
+        return PeerProfile(
+            ae_title=ae_title, known=True,
+            character_set=peer.character_set or d.character_set,
+            unencodable=peer.unencodable or d.unencodable,
+            station_from_calling_ae=peer.station_from_calling_ae,
+            stations=tuple(peer.stations), modalities=tuple(peer.modalities),
+            worklist_labels=tuple(peer.worklist_labels),
+            max_associations=peer.max_associations or d.max_associations_per_ae)
+
+    def profile(self, calling_ae: str) -> PeerProfile:
+        found = self._profiles.get(calling_ae.strip())
+        return found if found is not None else self._profile(calling_ae.strip(), None)
+
+    @property
+    def character_sets(self) -> set[str]:
+        """Every answer character set in use (validated at start-up)."""
+        return {self._dicom.character_set, *(p.character_set for p in self._profiles.values())}
+
+    def check(self, calling_ae: str, called_ae: str, address: str,
+              active_of_same_ae: int) -> Rejection | None:
+        """The rejection for this request, or None to accept it.
+
+        ``active_of_same_ae`` counts the other live associations whose calling
+        AE title is ``calling_ae``; callers hold ``lock`` while counting and
+        checking, so the count can't go stale in between.
+        """
+        calling, called = calling_ae.strip(), called_ae.strip()
+        d = self._dicom
+        if self._allowed and not address_in(address, self._allowed):
+            return Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_NONE,
+                             f"address {address} is not in dicom.allowed_hosts")
+        known = calling in self._profiles
+        if d.require_known_ae and not known:
+            return Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_CALLING_AE,
+                             f"calling AE {calling!r} is not in dicom.known_aes")
+        hosts = self._peer_hosts.get(calling, ())
+        if hosts and not address_in(address, hosts):
+            return Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_CALLING_AE,
+                             f"calling AE {calling!r} is not allowed from {address}")
+        if d.require_called_ae and called != d.ae_title:
+            return Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_CALLED_AE,
+                             f"called AE {called!r} is not {d.ae_title!r}")
+        limit = self.profile(calling).max_associations
+        if limit and active_of_same_ae >= limit:
+            return Rejection(REJECTED_TRANSIENT, SOURCE_PROVIDER_PRESENTATION,
+                             REASON_LOCAL_LIMIT,
+                             f"calling AE {calling!r} already has {active_of_same_ae} "
+                             f"association(s), its limit")
+        return None
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
