@@ -27,6 +27,7 @@ from typing import Protocol
 from pydicom import Dataset
 
 from bridge.hl7 import ErrorDetail
+from bridge.mpps.rules import next_status_from_hl7
 from bridge.orders import errors
 from bridge.orders.checks import (
     conflict_rejection,
@@ -451,6 +452,10 @@ class ResultWork:
                 done.flag("no_matching_order")
                 continue
             for step in steps:
-                done.count(otx.replace_step(step.id, set_status(step.item, r.status),
+                status = next_status_from_hl7(step.status, r.status).status
+                if status == step.status:  # already final: the first terminal status stays
+                    done.count(StepChange.UNCHANGED)
+                    continue
+                done.count(otx.replace_step(step.id, set_status(step.item, status),
                                             message_id))
         return done

@@ -27,6 +27,7 @@ from pydicom.datadict import dictionary_VR, keyword_dict
 from pydicom.dataelem import DataElement
 from pydicom.tag import Tag
 
+from bridge.mpps.rules import next_status_from_hl7
 from bridge.orders import errors
 from bridge.orders.errors import Rejection
 from bridge.orders.groups import OrderControl
@@ -133,8 +134,11 @@ def decide_step(incoming: Dataset, rule: OrderControlRule, existing: StoredStep 
                             "with this Accession Number, Requested Procedure ID and SPS ID)")
         return StepDecision(StepChange.INSERT, set_status(incoming, rule.status))
 
+    # The conflict rule shared with MPPS (bridge/mpps/rules.py): a finished step
+    # is never reopened, and a step a modality has started does not go back.
+    status = next_status_from_hl7(existing.status, rule.status).status
     if rule.action == "status":
-        item = set_status(existing.item, rule.status)
+        item = set_status(existing.item, status)
         return _replace_or_keep(item, existing)
 
     candidate, kept = _keep_keys(incoming, existing.item)
@@ -149,7 +153,7 @@ def decide_step(incoming: Dataset, rule: OrderControlRule, existing: StoredStep 
             raise Rejection("AR", errors.DUPLICATE_KEY, control.location,
                             "NW for an order that already exists with different content; "
                             "send XO to change it (orders.new_order_exists: reject)")
-    item = set_status(candidate, rule.status)
+    item = set_status(candidate, status)
     decision = _replace_or_keep(item, existing)
     return StepDecision(decision.change, decision.item, existing.id, note)
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+from tests.orders.conftest import renamed
+
 from .conftest import FIXTURES, start_daemon, stop_daemon, write_config
 
 SPS = "ScheduledProcedureStepSequence[0]"
@@ -72,15 +76,22 @@ def test_demographic_updates_show_at_once(daemon, tmp_path):
     assert len(find(daemon, tmp_path, "PatientID=LC10009")) == 1
 
 
-def test_start_hold_release_complete(daemon, tmp_path):
-    send(daemon, "lifecycle-nw.hl7", "lifecycle-sc-ip.hl7")
-    (ds,) = find(daemon, tmp_path, "AccessionNumber=ACC20261130501")
-    assert sps(ds)[3] == "STARTED"
-    send(daemon, "lifecycle-hd.hl7")
-    assert find(daemon, tmp_path, "AccessionNumber=ACC20261130501") == []
+def test_hold_release_start_complete(daemon, tmp_path):
+    send(daemon, "lifecycle-nw.hl7", "lifecycle-hd.hl7")
+    assert find(daemon, tmp_path, "AccessionNumber=ACC20261130501") == []  # HELD is hidden
     send(daemon, "lifecycle-rl.hl7")
     (ds,) = find(daemon, tmp_path, "AccessionNumber=ACC20261130501")
     assert sps(ds) == ("CT01", "20261130", "100000", "SCHEDULED")
+    send(daemon, "lifecycle-sc-ip.hl7")
+    (ds,) = find(daemon, tmp_path, "AccessionNumber=ACC20261130501")
+    assert sps(ds)[3] == "STARTED"
+    # A started exam is not held back (a new message, not a resend of the first HD).
+    again = tmp_path / "hd-again.hl7"
+    again.write_bytes(renamed("lifecycle-hd.hl7", "HD-AGAIN"))
+    res = daemon.send(again)
+    assert ": AA" in res.stdout, res.stdout
+    (ds,) = find(daemon, tmp_path, "AccessionNumber=ACC20261130501")
+    assert sps(ds)[3] == "STARTED"
     send(daemon, "lifecycle-oru-r01-final.hl7")
     assert find(daemon, tmp_path, "AccessionNumber=ACC20261130501") == []
     (ds,) = find(daemon, tmp_path, "AccessionNumber=ACC20261130501",
@@ -100,14 +111,17 @@ def test_discontinue_and_the_v251_order_messages(daemon, tmp_path):
     assert ds.PatientID == "LC10021"
 
 
-def test_other_cancel_and_discontinue_codes(daemon, tmp_path):
-    send(daemon, "lifecycle-nw.hl7")
-    for control, status in (("oc", "CANCELED"), ("od", "DISCONTINUED"), ("dc", "DISCONTINUED")):
-        send(daemon, f"lifecycle-{control}.hl7")
-        assert find(daemon, tmp_path, "AccessionNumber=ACC20261130501") == []
-        (ds,) = find(daemon, tmp_path, "AccessionNumber=ACC20261130501",
-                     f"{SPS}.ScheduledProcedureStepStatus={status}")
-        assert sps(ds)[0] == "CT01"
+@pytest.mark.parametrize(("control", "status"), [
+    ("oc", "CANCELED"), ("od", "DISCONTINUED"), ("dc", "DISCONTINUED")])
+def test_other_cancel_and_discontinue_codes(daemon, tmp_path, control, status):
+    send(daemon, "lifecycle-nw.hl7", f"lifecycle-{control}.hl7")
+    assert find(daemon, tmp_path, "AccessionNumber=ACC20261130501") == []
+    (ds,) = find(daemon, tmp_path, "AccessionNumber=ACC20261130501",
+                 f"{SPS}.ScheduledProcedureStepStatus={status}")
+    assert sps(ds)[0] == "CT01"
+    # A finished order is never reopened: a release changes nothing.
+    send(daemon, "lifecycle-rl.hl7")
+    assert find(daemon, tmp_path, "AccessionNumber=ACC20261130501") == []
 
 
 def test_hidden_statuses_are_configurable(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.orders.conftest import Bridge, renamed
 
 SPS_A = "SPS20261130501"
@@ -40,22 +42,42 @@ async def test_new_then_reschedule_then_cancel(bridge: Bridge):
     assert len(bridge.steps()) == 1
 
 
-async def test_cancel_discontinue_controls(bridge: Bridge):
-    expected = {"lifecycle-oc.hl7": "CANCELED", "lifecycle-dc.hl7": "DISCONTINUED",
-                "lifecycle-od.hl7": "DISCONTINUED", "lifecycle-ca.hl7": "CANCELED"}
+@pytest.mark.parametrize(("name", "want"), [
+    ("lifecycle-oc.hl7", "CANCELED"), ("lifecycle-dc.hl7", "DISCONTINUED"),
+    ("lifecycle-od.hl7", "DISCONTINUED"), ("lifecycle-ca.hl7", "CANCELED")])
+async def test_cancel_discontinue_controls(bridge: Bridge, name: str, want: str):
     assert (await bridge.send("lifecycle-nw.hl7")).code == "AA"
-    for n, (name, want) in enumerate(expected.items()):
-        # back to SCHEDULED; each release is a new message (a resend would change nothing)
-        assert (await bridge.send(renamed("lifecycle-rl.hl7", f"RL-{n}"))).code == "AA"
-        assert status(bridge) == "SCHEDULED"
-        assert (await bridge.send(name)).code == "AA"
-        assert status(bridge) == want, name
+    assert (await bridge.send(name)).code == "AA"
+    assert status(bridge) == want, name
+
+
+async def test_a_finished_order_is_never_reopened_by_hl7(bridge: Bridge):
+    """The conflict rule shared with MPPS (bridge/mpps/rules.py)."""
+    assert (await bridge.send("lifecycle-nw.hl7")).code == "AA"
+    assert (await bridge.send("lifecycle-ca.hl7")).code == "AA"
+    for n, name in enumerate(("lifecycle-rl.hl7", "lifecycle-xo-reschedule.hl7",
+                              "lifecycle-sc-ip.hl7", "lifecycle-oru-r01-final.hl7")):
+        assert (await bridge.send(renamed(name, f"AGAIN-{n}"))).code == "AA", name
+        assert status(bridge) == "CANCELED", name
+
+
+async def test_a_started_step_does_not_go_back_to_scheduled(bridge: Bridge):
+    assert (await bridge.send("lifecycle-nw.hl7")).code == "AA"
+    assert (await bridge.send("lifecycle-sc-ip.hl7")).code == "AA"
+    # A reschedule still updates the content, but the modality has started.
+    assert (await bridge.send("lifecycle-xo-reschedule.hl7")).code == "AA"
+    assert status(bridge) == "STARTED"
+    assert sps_of(bridge).ScheduledStationAETitle == "CT02"
+    assert (await bridge.send("lifecycle-hd.hl7")).code == "AA"
+    assert status(bridge) == "STARTED"
+    assert (await bridge.send("lifecycle-dc.hl7")).code == "AA"  # a terminal status applies
+    assert status(bridge) == "DISCONTINUED"
 
 
 async def test_status_change_hold_release_and_completion(bridge: Bridge):
     assert (await bridge.send("lifecycle-nw.hl7")).code == "AA"
-    for name, want in (("lifecycle-sc-ip.hl7", "STARTED"), ("lifecycle-hd.hl7", "HELD"),
-                       ("lifecycle-rl.hl7", "SCHEDULED"), ("lifecycle-sc-cm.hl7", "COMPLETED")):
+    for name, want in (("lifecycle-hd.hl7", "HELD"), ("lifecycle-rl.hl7", "SCHEDULED"),
+                       ("lifecycle-sc-ip.hl7", "STARTED"), ("lifecycle-sc-cm.hl7", "COMPLETED")):
         assert (await bridge.send(name)).code == "AA", name
         assert status(bridge) == want, name
         # A status change never loses what the order was scheduled with.
