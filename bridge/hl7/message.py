@@ -84,6 +84,13 @@ class Segment:
             value: Field = (((text,),),)
         elif text == "":
             value = ()
+        elif d.escape not in text:
+            # The common case: nothing to decode, so no per-value unescape call.
+            sub_sep = d.subcomponent
+            value = tuple(
+                tuple(tuple(comp.split(sub_sep)) for comp in rep.split(d.component))
+                for rep in text.split(d.repetition)
+            )
         else:
             value = tuple(
                 tuple(

@@ -35,6 +35,10 @@ SPS_SEQUENCE_KEYWORD = "ScheduledProcedureStepSequence"
 _UID_NAMESPACE = uuid.UUID("7b1f1c3e-8f0e-5c4b-9a53-6d2d3f1b9a10")
 
 
+_PLAIN_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC",
+                             "UI", "UR", "UT"})
+
+
 def _empty(kind: str) -> Any:
     if kind == "SQ":
         return []
@@ -309,6 +313,10 @@ class AttributeRule:
                                f"it takes at most {self.max_values}",
                                location=hit.location() if hit else "", attribute=self.keyword)
         fitted = [self._fit(v, hit) for v in values]
+        if len(fitted) == 1 and self.vr in _PLAIN_TEXT_VRS and isinstance(fitted[0], str):
+            # vr.fit has checked the value; pydicom's conversion would only redo it.
+            out[tag] = DataElement(tag, self.vr, fitted[0], already_converted=True)
+            return
         out[tag] = DataElement(tag, self.vr, fitted[0] if len(fitted) == 1 else fitted,
                                validation_mode=_NO_VALIDATION)
 
