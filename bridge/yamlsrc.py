@@ -8,7 +8,7 @@ say ``bridge.yaml:12: mllp.port: Input should be a valid integer``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,32 @@ def format_loc(loc: Sequence[str | int]) -> str:
         else:
             out += f".{part}" if out else str(part)
     return out
+
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def collect_yaml_files(paths: Iterable[Path | str], kind: str
+                       ) -> tuple[list[Path], list[SourceError]]:
+    """Files named directly plus every *.yaml/*.yml directly inside named folders.
+
+    Sub-folders are not entered (they hold lookup tables, cases, other kinds of
+    file); ``kind`` ("mapping", "outbound profile") words the errors.
+    """
+    files: list[Path] = []
+    errors: list[SourceError] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir()
+                           if p.is_file() and p.suffix.lower() in YAML_SUFFIXES)
+            if not found:
+                errors.append(SourceError(path, None, "", f"no *.yaml {kind} files in folder"))
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            errors.append(SourceError(path, None, "", f"no such {kind} file or folder"))
+    return files, errors
 
 
 def load_yaml(path: Path | str) -> YamlDoc:

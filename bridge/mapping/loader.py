@@ -59,12 +59,19 @@ from bridge.mapping.stations import (
     StationRule,
     StationRules,
 )
-from bridge.yamlsrc import SourceError, YamlDoc, load_yaml, validation_errors
+from bridge.yamlsrc import (
+    YAML_SUFFIXES,
+    SourceError,
+    YamlDoc,
+    collect_yaml_files,
+    load_yaml,
+    validation_errors,
+)
 
 if TYPE_CHECKING:
     from bridge.config import MappingSettings
 
-MAPPING_SUFFIXES = (".yaml", ".yml")
+MAPPING_SUFFIXES = YAML_SUFFIXES
 BUILTIN_VARS = ("default_station_aet",)
 # Set per answer by the worklist SCP, from the calling AE's configuration.
 _FORBIDDEN = {"SpecificCharacterSet": "is set by the worklist SCP for each answer"}
@@ -100,20 +107,7 @@ def load_mappings(paths: Sequence[Path], *, default_station_aet: str,
     order; fallbacks come last. ``python_hooks`` allows ``hooks:``.
     Raises MappingLoadError listing every problem found, each with file, line and key.
     """
-    errors: list[SourceError] = []
-    files: list[Path] = []
-    for path in paths:
-        path = Path(path)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir()
-                           if p.is_file() and p.suffix.lower() in MAPPING_SUFFIXES)
-            if not found:
-                errors.append(SourceError(path, None, "", "no *.yaml mapping files in folder"))
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            errors.append(SourceError(path, None, "", "no such mapping file or folder"))
+    files, errors = collect_yaml_files(paths, "mapping")
     if not paths:
         errors.append(SourceError("<mapping paths>", None, "", "no mapping files given"))
     mappings: list[tuple[int, Mapping]] = []

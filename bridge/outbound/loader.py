@@ -33,9 +33,8 @@ from bridge.outbound.profile import (
     VarRef,
 )
 from bridge.outbound.schema import FieldSpec, ProfileSpec, SegmentSpec
-from bridge.yamlsrc import SourceError, YamlDoc, load_yaml, validation_errors
+from bridge.yamlsrc import SourceError, YamlDoc, collect_yaml_files, load_yaml, validation_errors
 
-PROFILE_SUFFIXES = (".yaml", ".yml")
 _VAR = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 _STEP = re.compile(r"^([A-Za-z][A-Za-z0-9]*)(?:\[(\d+)\])?$")
 
@@ -75,19 +74,7 @@ def load_profiles(paths: Sequence[Path]) -> ProfileSet:
 
     Raises MappingLoadError listing every problem, each with file, line and key.
     """
-    errors: list[SourceError] = []
-    files: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir()
-                           if p.is_file() and p.suffix.lower() in PROFILE_SUFFIXES)
-            if not found:
-                errors.append(SourceError(path, None, "", "no *.yaml outbound profiles in folder"))
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            errors.append(SourceError(path, None, "", "no such outbound profile file or folder"))
+    files, errors = collect_yaml_files(paths, "outbound profile")
     profiles: list[OutboundProfile] = []
     seen: dict[str, Path] = {}
     for path in files:
