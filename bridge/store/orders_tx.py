@@ -154,15 +154,8 @@ class OrdersTx:
 
     def record(self, message: InboundMessage, *, content_hash: str = "", flags: str = "",
                outcome: str = "", replay_of: int | None = None) -> int:
-        self._cur.execute(
-            "INSERT INTO message_log (received_at, peer, sending_application, sending_facility,"
-            " control_id, message_type, ack_code, error, mapping, raw, ack, content_hash,"
-            f" flags, outcome, replay_of) VALUES ({self._marks(15)}) RETURNING id",
-            (message.received_at.isoformat(), message.peer, message.sending_application,
-             message.sending_facility, message.control_id, message.message_type,
-             message.ack_code, message.error, message.mapping, message.raw, message.ack,
-             content_hash, flags, outcome, replay_of))
-        return int(self._cur.fetchone()[0])
+        return self.tx.record_message(message, content_hash=content_hash, flags=flags,
+                                      outcome=outcome, replay_of=replay_of)
 
     def set_outcome(self, message_id: int, outcome: str, flags: str) -> None:
         p = self._p

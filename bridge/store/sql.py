@@ -235,15 +235,17 @@ class _SqlTx:
         self.store = store
         self.cur = cur
 
-    def record_message(self, message: InboundMessage) -> int:
+    def record_message(self, message: InboundMessage, *, content_hash: str = "",
+                       flags: str = "", outcome: str = "", replay_of: int | None = None) -> int:
         p = self.store.param
         self.cur.execute(
             "INSERT INTO message_log (received_at, peer, sending_application, sending_facility,"
-            " control_id, message_type, ack_code, error, mapping, raw, ack)"
-            f" VALUES ({', '.join([p] * 11)}) RETURNING id",
+            " control_id, message_type, ack_code, error, mapping, raw, ack, content_hash,"
+            f" flags, outcome, replay_of) VALUES ({', '.join([p] * 15)}) RETURNING id",
             (message.received_at.isoformat(), message.peer, message.sending_application,
              message.sending_facility, message.control_id, message.message_type,
-             message.ack_code, message.error, message.mapping, message.raw, message.ack))
+             message.ack_code, message.error, message.mapping, message.raw, message.ack,
+             content_hash, flags, outcome, replay_of))
         return int(self.cur.fetchone()[0])
 
     def upsert_step(self, item: Dataset, message_id: int | None = None) -> UpsertOutcome:
