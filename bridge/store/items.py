@@ -22,7 +22,7 @@ from bridge.store.names import normalise_name
 
 @dataclass(frozen=True, slots=True)
 class IndexValues:
-    station_aet: str
+    station_aet: str  # the first title; all of them are in station_aets
     modality: str
     sps_start_date: str
     sps_start_time: str
@@ -37,6 +37,7 @@ class IndexValues:
     sps_status: str
     placer_order_number: str
     filler_order_number: str
+    station_aets: tuple[str, ...] = ()
 
 
 def dumps_item(item: Dataset) -> str:
@@ -140,6 +141,14 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(value).strip()
 
 
+def _all_texts(ds: Dataset, keyword: str) -> tuple[str, ...]:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return ()
+    values = [value] if isinstance(value, str) else list(value)
+    return tuple(dict.fromkeys(v.strip() for v in map(str, values) if v.strip()))
+
+
 def pad_time(value: str) -> str:
     """HHMM[SS[.ffffff]] -> HHMMSS, so times compare as fixed-width strings."""
     digits = value.split(".", 1)[0].replace(":", "")
@@ -152,6 +161,7 @@ def index_values(item: Dataset) -> IndexValues:
     date = _text(sps, "ScheduledProcedureStepStartDate")
     time = pad_time(_text(sps, "ScheduledProcedureStepStartTime"))
     return IndexValues(
+        station_aets=_all_texts(sps, "ScheduledStationAETitle"),
         station_aet=_text(sps, "ScheduledStationAETitle"),
         modality=_text(sps, "Modality"),
         sps_start_date=date,

@@ -167,7 +167,27 @@ def _orders(d: Dialect) -> list[str]:
     ]
 
 
-MIGRATIONS = (_v1, _mpps_outbox, _orders)
+def _step_stations(d: Dialect) -> list[str]:
+    # A step may be scheduled on several stations (Scheduled Station AE Title is
+    # VM 1-n). One row per (step, title), with the day copied in, so that the
+    # console's station+day query stays one index range whichever title it asks.
+    return [
+        """CREATE TABLE procedure_step_station (
+  step_id BIGINT NOT NULL REFERENCES procedure_step (id) ON DELETE CASCADE,
+  aet TEXT NOT NULL,
+  sps_start_date TEXT NOT NULL DEFAULT '',
+  sps_start_time TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (step_id, aet)
+)""",
+        "CREATE INDEX ix_station_day ON procedure_step_station "
+        "(aet, sps_start_date, sps_start_time)",
+        "INSERT INTO procedure_step_station (step_id, aet, sps_start_date, sps_start_time) "
+        "SELECT id, station_aet, sps_start_date, sps_start_time FROM procedure_step "
+        "WHERE station_aet <> ''",
+    ]
+
+
+MIGRATIONS = (_v1, _mpps_outbox, _orders, _step_stations)
 
 
 def latest_version() -> int:

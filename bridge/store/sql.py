@@ -18,8 +18,17 @@ from pydicom import Dataset
 
 from bridge.store import migrations
 from bridge.store.base import InboundMessage, StepRow, Store, StoreError, UpsertOutcome
-from bridge.store.items import dumps_item, index_values, loads_item
-from bridge.store.query import AnyOf, Exact, Match, NoneOf, Range, Wildcard, WorklistQuery
+from bridge.store.items import IndexValues, dumps_item, index_values, loads_item
+from bridge.store.query import (
+    AnyOf,
+    Column,
+    Exact,
+    Match,
+    NoneOf,
+    Range,
+    Wildcard,
+    WorklistQuery,
+)
 
 _STEP_COLUMNS = (
     "station_aet", "modality", "sps_start_date", "sps_start_time", "sps_start", "patient_id",
@@ -27,6 +36,7 @@ _STEP_COLUMNS = (
     "study_instance_uid", "sps_id", "sps_status", "placer_order_number", "filler_order_number",
 )
 _FETCH_BATCH = 200
+_STATION_DAY_COLUMNS = frozenset({Column.SPS_START_DATE, Column.SPS_START_TIME})
 
 
 def _now() -> str:
@@ -171,36 +181,51 @@ class SqlStore(Store):
     def _where(self, matches: Sequence[Match]) -> tuple[str, list[str]]:
         clauses: list[str] = []
         params: list[str] = []
-        p = self.param
+        # Station matches go through procedure_step_station, which holds every
+        # title of a step (VM 1-n) with the day copied in: the day's matches
+        # are repeated inside so the subquery is one range of its index.
+        day = [m for m in matches if m.column in _STATION_DAY_COLUMNS]
         for m in matches:
-            col = m.column.value  # an enum value, never user text
-            if isinstance(m, Exact):
-                clauses.append(f"{col} = {p}")
-                params.append(m.value)
-            elif isinstance(m, Wildcard):
-                sql, extra = self._wildcard_sql(col, m.pattern)
+            if m.column is Column.STATION_AET and not isinstance(m, NoneOf):
+                sub = [self._clause(m, "aet")]
+                sub += [self._clause(d, d.column.value) for d in day]
+                sql = " AND ".join(c for c, _ in sub if c)
+                clauses.append("id IN (SELECT step_id FROM procedure_step_station"
+                               + (f" WHERE {sql})" if sql else ")"))
+                params.extend(v for _, vals in sub for v in vals)
+                continue
+            sql, vals = self._clause(m, m.column.value)
+            if sql:
                 clauses.append(sql)
-                params.extend(extra)
-            elif isinstance(m, Range):
-                if m.low is not None:
-                    clauses.append(f"{col} >= {p}")
-                    params.append(m.low)
-                if m.high is not None:
-                    clauses.append(f"{col} <= {p}")
-                    params.append(m.high)
-                if m.low is None and m.high is None:
-                    continue
-                # An item without a value never falls inside a range.
-                clauses.append(f"{col} <> ''")
-            elif isinstance(m, AnyOf | NoneOf):
-                if not m.values:
-                    clauses.append("1 = 0" if isinstance(m, AnyOf) else "1 = 1")
-                    continue
-                marks = ", ".join(p for _ in m.values)
-                op = "IN" if isinstance(m, AnyOf) else "NOT IN"
-                clauses.append(f"{col} {op} ({marks})")
-                params.extend(m.values)
+                params.extend(vals)
         return " AND ".join(clauses), params
+
+    def _clause(self, m: Match, col: str) -> tuple[str, list[str]]:
+        """SQL for one match on ``col`` (a column name from code, never user text)."""
+        p = self.param
+        if isinstance(m, Exact):
+            return f"{col} = {p}", [m.value]
+        if isinstance(m, Wildcard):
+            return self._wildcard_sql(col, m.pattern)
+        if isinstance(m, Range):
+            parts: list[str] = []
+            vals: list[str] = []
+            if m.low is not None:
+                parts.append(f"{col} >= {p}")
+                vals.append(m.low)
+            if m.high is not None:
+                parts.append(f"{col} <= {p}")
+                vals.append(m.high)
+            if not parts:
+                return "", []
+            # An item without a value never falls inside a range.
+            parts.append(f"{col} <> ''")
+            return " AND ".join(parts), vals
+        if not m.values:
+            return ("1 = 0" if isinstance(m, AnyOf) else "1 = 1"), []
+        marks = ", ".join(p for _ in m.values)
+        op = "IN" if isinstance(m, AnyOf) else "NOT IN"
+        return f"{col} {op} ({marks})", list(m.values)
 
     def list_steps(self, limit: int = 100) -> list[StepRow]:
         with self._reader() as conn:
@@ -264,7 +289,8 @@ class _SqlTx:
             marks = ", ".join([p] * (len(_STEP_COLUMNS) + 4))
             self.cur.execute(
                 f"INSERT INTO procedure_step ({cols}, item, created_at, updated_at, message_id)"
-                f" VALUES ({marks})", (*values, text, now, now, message_id))
+                f" VALUES ({marks}) RETURNING id", (*values, text, now, now, message_id))
+            self._sync_stations(int(self.cur.fetchone()[0]), idx, new=True)
             return UpsertOutcome.INSERTED
         if row[1] == text:
             return UpsertOutcome.UNCHANGED
@@ -272,6 +298,7 @@ class _SqlTx:
         self.cur.execute(
             f"UPDATE procedure_step SET {sets}, item = {p}, updated_at = {p}, message_id = {p}"
             f" WHERE id = {p}", (*values, text, now, message_id, row[0]))
+        self._sync_stations(row[0], idx)
         return UpsertOutcome.UPDATED
 
     def replace_step(self, step_id: int, item: Dataset, message_id: int | None = None
@@ -292,4 +319,16 @@ class _SqlTx:
             f"UPDATE procedure_step SET {sets}, item = {p}, updated_at = {p}, message_id = {p}"
             f" WHERE id = {p}",
             (*[getattr(idx, c) for c in _STEP_COLUMNS], text, _now(), message_id, step_id))
+        self._sync_stations(step_id, idx)
         return UpsertOutcome.UPDATED
+
+    def _sync_stations(self, step_id: int, idx: IndexValues, *, new: bool = False) -> None:
+        p = self.store.param
+        if not new:
+            self.cur.execute(f"DELETE FROM procedure_step_station WHERE step_id = {p}",
+                             (step_id,))
+        for aet in idx.station_aets:
+            self.cur.execute(
+                "INSERT INTO procedure_step_station (step_id, aet, sps_start_date, "
+                f"sps_start_time) VALUES ({p}, {p}, {p}, {p})",
+                (step_id, aet, idx.sps_start_date, idx.sps_start_time))

@@ -149,3 +149,22 @@ async def test_commit_queue_groups_concurrent_jobs(store):
         cq.stop()
     assert store.count_steps() == 50
     assert cq.batches < 51  # at least some jobs shared a commit
+
+
+def test_a_step_on_several_stations_is_found_under_each_title(store):
+    two = make_item(1, station="CT01")
+    two.ScheduledProcedureStepSequence[0].ScheduledStationAETitle = ["CT01", "CT02"]
+    store.upsert_steps([two, make_item(2, station="CT02", date="20261129")])
+    day = Exact(Column.SPS_START_DATE, "20261128")
+    assert ids(store, Exact(Column.STATION_AET, "CT01")) == ["ACC00001"]
+    assert ids(store, Exact(Column.STATION_AET, "CT02")) == ["ACC00001", "ACC00002"]
+    assert ids(store, Exact(Column.STATION_AET, "CT02"), day) == ["ACC00001"]
+    assert ids(store, Wildcard(Column.STATION_AET, "CT0?"), day) == ["ACC00001"]
+    assert ids(store, AnyOf(Column.STATION_AET, ("MR01", "CT02")),
+               Range(Column.SPS_START_DATE, "20261129", None)) == ["ACC00002"]
+    # A change of stations (or of the day) moves the step with it.
+    moved = make_item(1, station="MR01", date="20261130")
+    assert store.upsert_steps([moved]) == [UpsertOutcome.UPDATED]
+    assert ids(store, Exact(Column.STATION_AET, "CT02")) == ["ACC00002"]
+    assert ids(store, Exact(Column.STATION_AET, "MR01"),
+               Exact(Column.SPS_START_DATE, "20261130")) == ["ACC00001"]
