@@ -12,13 +12,23 @@ from bridge.store.base import (
     UpsertOutcome,
 )
 from bridge.store.commit_queue import CommitQueue
-from bridge.store.query import AnyOf, Column, Exact, Match, NoneOf, Range, Wildcard, WorklistQuery
+from bridge.store.query import (
+    AnyOf,
+    Column,
+    Exact,
+    ItemPath,
+    Match,
+    NoneOf,
+    Range,
+    Wildcard,
+    WorklistQuery,
+)
 from bridge.store.sqlite import SqliteStore
 
 __all__ = [
-    "AnyOf", "Column", "CommitQueue", "Exact", "InboundMessage", "Match", "NoneOf", "Range",
-    "SqliteStore", "StepRow", "Store", "StoreError", "StoreTx", "UpsertOutcome", "Wildcard",
-    "WorklistQuery", "open_store",
+    "AnyOf", "Column", "CommitQueue", "Exact", "InboundMessage", "ItemPath", "Match", "NoneOf",
+    "Range", "SqliteStore", "StepRow", "Store", "StoreError", "StoreTx", "UpsertOutcome",
+    "Wildcard", "WorklistQuery", "open_store",
 ]
 
 

@@ -29,6 +29,10 @@ class PostgresStore(SqlStore):
         except self._psycopg.Error as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from None
 
+    def _item_text_sql(self, tags: list[str]) -> str:
+        path = ",".join(f"{t},Value,0" for t in tags)
+        return f"(item::jsonb #>> '{{{path}}}')"
+
     def _wildcard_sql(self, column: str, pattern: str) -> tuple[str, list[str]]:
         escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         like = escaped.replace("*", "%").replace("?", "_")

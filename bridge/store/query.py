@@ -31,10 +31,28 @@ class Column(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ItemPath:
+    """A single-valued text attribute inside the stored item, by tag path.
+
+    For keys without a column: the store evaluates the match on the item
+    itself (JSON functions), so only candidate rows leave the database. The
+    worklist still checks those rows exactly; a match on an ItemPath may
+    therefore be a superset, never a subset, of the true answer.
+    ``tags`` runs from the top level down, through the first item of each
+    sequence, e.g. (0x00400100, 0x00400006).
+    """
+
+    tags: tuple[int, ...]
+
+
+Target = Column | ItemPath
+
+
+@dataclass(frozen=True, slots=True)
 class Exact:
     """Single value matching: the column equals ``value`` (case-sensitive)."""
 
-    column: Column
+    column: Target
     value: str
 
 
@@ -42,7 +60,7 @@ class Exact:
 class Wildcard:
     """DICOM wildcard matching: ``*`` any run of characters, ``?`` one character."""
 
-    column: Column
+    column: Target
     pattern: str
 
 
@@ -50,7 +68,7 @@ class Wildcard:
 class Range:
     """Inclusive range on a fixed-width string column; ``None`` leaves that side open."""
 
-    column: Column
+    column: Target
     low: str | None
     high: str | None
 
@@ -59,7 +77,7 @@ class Range:
 class AnyOf:
     """List of UIDs matching: the column equals one of ``values``."""
 
-    column: Column
+    column: Target
     values: tuple[str, ...]
 
 
@@ -67,7 +85,7 @@ class AnyOf:
 class NoneOf:
     """The column equals none of ``values`` (hidden statuses)."""
 
-    column: Column
+    column: Target
     values: tuple[str, ...]
 
 

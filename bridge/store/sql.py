@@ -23,9 +23,11 @@ from bridge.store.query import (
     AnyOf,
     Column,
     Exact,
+    ItemPath,
     Match,
     NoneOf,
     Range,
+    Target,
     Wildcard,
     WorklistQuery,
 )
@@ -184,24 +186,36 @@ class SqlStore(Store):
         # Station matches go through procedure_step_station, which holds every
         # title of a step (VM 1-n) with the day copied in: the day's matches
         # are repeated inside so the subquery is one range of its index.
-        day = [m for m in matches if m.column in _STATION_DAY_COLUMNS]
+        day = [m for m in matches if isinstance(m.column, Column)
+               and m.column in _STATION_DAY_COLUMNS]
         for m in matches:
             if m.column is Column.STATION_AET and not isinstance(m, NoneOf):
                 sub = [self._clause(m, "aet")]
-                sub += [self._clause(d, d.column.value) for d in day]
+                sub += [self._clause(d, self._target_sql(d.column)) for d in day]
                 sql = " AND ".join(c for c, _ in sub if c)
                 clauses.append("id IN (SELECT step_id FROM procedure_step_station"
                                + (f" WHERE {sql})" if sql else ")"))
                 params.extend(v for _, vals in sub for v in vals)
                 continue
-            sql, vals = self._clause(m, m.column.value)
+            sql, vals = self._clause(m, self._target_sql(m.column))
             if sql:
                 clauses.append(sql)
                 params.extend(vals)
         return " AND ".join(clauses), params
 
+    def _target_sql(self, target: Target) -> str:
+        """A column name, or the dialect's JSON expression for an item path; both
+        come from code (enum values, integer tags), never from user text."""
+        if isinstance(target, ItemPath):
+            return self._item_text_sql([f"{tag:08X}" for tag in target.tags])
+        return target.value
+
+    @abstractmethod
+    def _item_text_sql(self, tags: list[str]) -> str:
+        """SQL for the text of the first value at ``tags`` in the stored item JSON."""
+
     def _clause(self, m: Match, col: str) -> tuple[str, list[str]]:
-        """SQL for one match on ``col`` (a column name from code, never user text)."""
+        """SQL for one match on ``col`` (from _target_sql, never user text)."""
         p = self.param
         if isinstance(m, Exact):
             return f"{col} = {p}", [m.value]

@@ -35,6 +35,10 @@ class SqliteStore(SqlStore):
         # RELEASE would commit: one fsync per message instead of per batch.
         cur.execute("BEGIN IMMEDIATE")
 
+    def _item_text_sql(self, tags: list[str]) -> str:
+        path = "$" + "".join(f'."{t}".Value[0]' for t in tags)
+        return f"json_extract(item, '{path}')"
+
     def _wildcard_sql(self, column: str, pattern: str) -> tuple[str, list[str]]:
         # DICOM's * and ? are GLOB's own; only '[' needs escaping for GLOB.
         escaped = pattern.replace("[", "[[]")

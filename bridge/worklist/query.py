@@ -5,12 +5,16 @@ Matching keys with an indexed column (``bridge.store.query.Column``) become
 console query (station, modality, date) is answered, so no query ever scans
 all items in Python.
 
-Any other key that carries a value is still matched, correctly but more
-slowly: it becomes a ``Condition`` that is checked in Python on the candidate
-rows the indexed part returned (the *post-filter*). Queries whose only keys
-are non-indexed therefore read every visible item; a later issue moves more
-keys into the store. While a post-filter is active the store cannot apply the
-answer cap (``WorklistQuery.limit``) because it would cut before filtering.
+Any other key that carries a value becomes a ``Condition`` checked in Python
+on the candidate rows (the *post-filter*), which is the exact rule. Where the
+key is single-valued text, a date, or UIDs, at the top level or in the
+Scheduled Procedure Step item, the same match is also handed to the store on
+the stored item itself (``ItemPath``: SQLite ``json_extract``, PostgreSQL
+``jsonb``), so only candidate rows leave the database even for a query made
+of non-indexed keys alone. Names (PN), times, numbers, multi-valued keys and
+deeper sequences are left to the post-filter. While a post-filter is active
+the store cannot apply the answer cap (``WorklistQuery.limit``) because it
+would cut before filtering.
 
 Matching rules (PS3.4 C.2.2.2):
 - empty value, or a value made only of ``*``: universal matching;
@@ -44,7 +48,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from pydicom import Dataset
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VM, dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
@@ -55,6 +59,7 @@ from bridge.store.query import (
     AnyOf,
     Column,
     Exact,
+    ItemPath,
     Match,
     NoneOf,
     Range,
@@ -213,7 +218,7 @@ class _Planner:
             elif tag in _TOP_KEYS:
                 self._indexed(elem, *_TOP_KEYS[tag])
             else:
-                condition = self._condition(elem)
+                condition = self._condition(elem, ())
                 if condition is not None:
                     self._conditions.append(condition)
         self._date_time()
@@ -258,7 +263,7 @@ class _Planner:
             if sub.tag in _SPS_KEYS:
                 self._indexed(sub, *_SPS_KEYS[sub.tag])
             else:
-                condition = self._condition(sub)
+                condition = self._condition(sub, (int(SPS_SEQUENCE),))
                 if condition is not None:
                     conditions.append(condition)
         if conditions:
@@ -325,7 +330,9 @@ class _Planner:
                                  f"{_name(SPS_START_TIME)} is a reversed range", SPS_START_TIME)
             self._matches.append(_range(Column.SPS_START_TIME, *times))
 
-    def _condition(self, elem: DataElement) -> Condition | None:
+    def _condition(self, elem: DataElement, at: tuple[int, ...] | None) -> Condition | None:
+        """The exact Python check for a key without a column; ``at`` is the tag path
+        of the item holding it, for the store-side pre-filter (None: too deep)."""
         if self._skipped(elem):
             return None
         vr = _vr(elem)
@@ -333,10 +340,14 @@ class _Planner:
             item = _single_item(elem)
             if item is None:
                 return None
-            conditions = tuple(c for c in map(self._condition, item) if c is not None)
+            conditions = tuple(c for c in (self._condition(e, None) for e in item)
+                               if c is not None)
             return SequenceCondition(elem.tag, conditions) if conditions else None
+        target = _item_path(at, elem.tag)
         if vr == "UI":
             uids = _uids(elem)
+            if uids and target is not None:
+                self._matches.append(AnyOf(target, uids))
             return UidCondition(elem.tag, frozenset(uids)) if uids else None
         if vr in ("SS", "US", "SL", "UL", "SV", "UV", "FL", "FD", "AT") or vr.startswith("O"):
             return None if elem.is_empty else EqualCondition(elem.tag, _plain(elem.value))
@@ -344,7 +355,10 @@ class _Planner:
         if text is None:
             return None
         if vr == "DA":
-            return RangeCondition(elem.tag, *_date_range(text, elem.tag), _Kind.DATE)
+            low, high = _date_range(text, elem.tag)
+            if target is not None and (low or high):
+                self._matches.append(Range(target, low, high))
+            return RangeCondition(elem.tag, low, high, _Kind.DATE)
         if vr == "TM":
             return RangeCondition(elem.tag, *_time_range(text, elem.tag), _Kind.TIME)
         if vr in ("DS", "IS"):
@@ -358,9 +372,24 @@ class _Planner:
             text = normalise_name(text)
         if _is_universal(text) and vr in WILDCARD_VRS:
             return None
+        if target is not None and vr != "PN":  # PN is stored as a JSON object
+            wild = vr in WILDCARD_VRS and ("*" in text or "?" in text)
+            self._matches.append(Wildcard(target, text) if wild else Exact(target, text))
         if vr in WILDCARD_VRS:
             return TextCondition(elem.tag, _wildcard_regex(text), folded)
         return EqualCondition(elem.tag, text)
+
+
+def _item_path(at: tuple[int, ...] | None, tag: BaseTag) -> ItemPath | None:
+    """Where the store can pre-filter on the stored item: a standard, single-valued
+    attribute in the top level or the SPS item (its first value is the value)."""
+    if at is None:
+        return None
+    try:
+        single = dictionary_VM(tag) == "1"
+    except KeyError:  # private or unknown
+        return None
+    return ItemPath((*at, int(tag))) if single else None
 
 
 def _range(column: Column, low: str | None, high: str | None) -> Match:

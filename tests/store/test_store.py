@@ -12,6 +12,7 @@ from bridge.store import (
     CommitQueue,
     Exact,
     InboundMessage,
+    ItemPath,
     NoneOf,
     Range,
     StoreError,
@@ -168,3 +169,27 @@ def test_a_step_on_several_stations_is_found_under_each_title(store):
     assert ids(store, Exact(Column.STATION_AET, "CT02")) == ["ACC00002"]
     assert ids(store, Exact(Column.STATION_AET, "MR01"),
                Exact(Column.SPS_START_DATE, "20261130")) == ["ACC00001"]
+
+
+def test_matching_inside_the_stored_item(store):
+    """Keys without a column are filtered by the database on the item itself."""
+    a = make_item(1)
+    a.ReferringPhysicianName = "House^Gregory"
+    a.AdmissionID = "ADM-1"
+    a.ScheduledProcedureStepSequence[0].ScheduledProcedureStepLocation = "Room 1"
+    a.PatientBirthDate = "19700101"
+    b = make_item(2)
+    b.AdmissionID = "ADM-2"
+    b.ScheduledProcedureStepSequence[0].ScheduledProcedureStepLocation = "Room 2"
+    b.PatientBirthDate = "19900101"
+    store.upsert_steps([a, b, make_item(3)])
+    admission = ItemPath((0x00380010,))
+    location = ItemPath((0x00400100, 0x00400011))
+    assert ids(store, Exact(admission, "ADM-2")) == ["ACC00002"]
+    assert ids(store, Wildcard(admission, "ADM-*")) == ["ACC00001", "ACC00002"]
+    assert ids(store, AnyOf(admission, ("ADM-1", "X"))) == ["ACC00001"]
+    assert ids(store, Exact(location, "Room 1")) == ["ACC00001"]
+    assert ids(store, Range(ItemPath((0x00100030,)), "19800101", None)) == ["ACC00002"]
+    assert ids(store, Range(ItemPath((0x00100030,)), None, "19800101")) == ["ACC00001"]
+    # No value: no single value, wildcard or range match (item 3 has none).
+    assert ids(store, Wildcard(admission, "*D*")) == ["ACC00001", "ACC00002"]

@@ -8,7 +8,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.tag import Tag
 
 from bridge.config import WorklistSettings
-from bridge.store.query import AnyOf, Column, Exact, NoneOf, Range, Wildcard
+from bridge.store.query import AnyOf, Column, Exact, ItemPath, NoneOf, Range, Wildcard
 from bridge.worklist import QueryError, build_query
 from bridge.worklist.query import IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, UNABLE_TO_PROCESS
 
@@ -176,7 +176,11 @@ def stored(**top: object) -> Dataset:
 def test_non_indexed_keys_become_post_filter_conditions():
     plan = build_query(ident({"ScheduledPerformingPhysicianName": "jürg*"},
                              PatientSex="F", PatientBirthDate="19800101-19801231"), NO_HIDDEN)
-    assert plan.query.matches == ()
+    # The store pre-filters on the stored item where it can (not on PN): only
+    # candidate rows leave the database, and the post-filter stays exact.
+    assert set(plan.query.matches) == {
+        Exact(ItemPath((0x00100040,)), "F"),
+        Range(ItemPath((0x00100030,)), "19800101", "19801231")}
     assert len(plan.post_filter) == 3
     good = stored(PatientSex="F", PatientBirthDate="19800615",
                   sps={"ScheduledPerformingPhysicianName": "Jürgen^Dr"})
@@ -194,7 +198,13 @@ def test_non_indexed_keys_become_post_filter_conditions():
 
 def test_post_filter_mixes_with_indexed_matches():
     plan = build_query(ident({"Modality": "CT", "ScheduledStationName": "ROOM?"}), NO_HIDDEN)
+    # Scheduled Station Name is VM 1-n: only its first value would be seen in the
+    # store, so it is left to the post-filter alone.
     assert plan.query.matches == (Exact(Column.MODALITY, "CT"),)
+    located = build_query(ident({"Modality": "CT", "ScheduledProcedureStepLocation": "R?"}),
+                          NO_HIDDEN)
+    assert set(located.query.matches) == {
+        Exact(Column.MODALITY, "CT"), Wildcard(ItemPath((0x00400100, 0x00400011)), "R?")}
     assert plan.accepts(stored(sps={"ScheduledStationName": "ROOM1", "Modality": "CT"}))
     assert not plan.accepts(stored(sps={"ScheduledStationName": "room1"}))
 
