@@ -150,9 +150,11 @@ def _check_config(args: argparse.Namespace) -> int:
         for err in exc.errors:
             print(f"  {err}", file=sys.stderr)
         return EXIT_CONFIG
+    from bridge.outbound.tls import destination_contexts
     from bridge.tls import TlsConfigError, check_listeners
     try:
         check_listeners(settings.dicom.tls, settings.mllp.tls)
+        destination_contexts(settings.outbound.destinations)
     except TlsConfigError as exc:
         print(f"TLS configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

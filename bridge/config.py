@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bridge.mpps.settings import HousekeepingSettings, MppsSettings
 from bridge.orders.settings import OrdersSettings
 from bridge.outbound.settings import OutboundSettings
+from bridge.tls import TlsSettings  # defined there so outbound destinations can use it too
 from bridge.yamlsrc import SourceError, YamlDoc, load_yaml, validation_errors
 
 ENV_PREFIX = "MWL_BRIDGE_"
@@ -68,21 +69,6 @@ def _dicom_charset(value: str) -> str:
         if term not in python_encoding:
             raise ValueError(f"unknown Specific Character Set term {term!r}")
     return value
-
-
-class TlsSettings(_Section):
-    """TLS for one listener or client (bridge/tls.py builds the SSLContext)."""
-
-    enabled: bool = False
-    cert_file: Path | None = Field(default=None, description="our PEM certificate (chain)")
-    key_file: Path | None = Field(default=None, description="its PEM private key")
-    ca_file: Path | None = Field(default=None, description="PEM CAs that sign peers' certs")
-    # Server side: mutual TLS, a client without a certificate from ca_file is refused.
-    require_peer_cert: bool = True
-    # Client side: the server certificate must name the host we connect to.
-    check_hostname: bool = True
-    min_version: Literal["1.2", "1.3"] = "1.2"
-    handshake_timeout_s: float = Field(default=10.0, gt=0)
 
 
 class MllpSender(_Section):
@@ -335,7 +321,9 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     mllp = settings.mllp.model_copy(update={"tls": tls_files(settings.mllp.tls)})
     dicom = settings.dicom.model_copy(update={"tls": tls_files(settings.dicom.tls)})
     outbound = settings.outbound.model_copy(
-        update={"profiles": [resolve(p) for p in settings.outbound.profiles]})
+        update={"profiles": [resolve(p) for p in settings.outbound.profiles],
+                "destinations": [d.model_copy(update={"tls": tls_files(d.tls)})
+                                 for d in settings.outbound.destinations]})
     return settings.model_copy(update={
         "data_dir": resolve(settings.data_dir), "store": store, "mapping": mapping,
         "mllp": mllp, "dicom": dicom, "outbound": outbound})

@@ -6,14 +6,37 @@ and (on the server side, by default) mutual TLS: a client must present a
 certificate signed by a CA in ``ca_file``. Every problem is raised as a
 TlsConfigError naming the setting and the file, at start-up, not on the first
 connection.
+
+``TlsSettings`` lives here rather than in bridge.config so that sections kept
+beside their own code (the outbound destinations) can use it without an import
+cycle; bridge.config re-exports it.
 """
 
 from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Literal
 
-from bridge.config import TlsSettings
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TlsSettings(BaseModel):
+    """TLS for one listener or client (``server_context``/``client_context`` build it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    cert_file: Path | None = Field(default=None, description="our PEM certificate (chain)")
+    key_file: Path | None = Field(default=None, description="its PEM private key")
+    ca_file: Path | None = Field(default=None, description="PEM CAs that sign peers' certs")
+    # Server side: mutual TLS, a client without a certificate from ca_file is refused.
+    require_peer_cert: bool = True
+    # Client side: the server certificate must name the host we connect to.
+    check_hostname: bool = True
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    handshake_timeout_s: float = Field(default=10.0, gt=0)
+
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 

@@ -13,10 +13,12 @@ safe to call from any thread (the sender's ``wake``, which uses
 ``loop.call_soon_threadsafe``).
 
 Statuses sent: 0x0000, or the failures listed in validate.py plus 0x0111
-(duplicate SOP Instance), 0x0112 (N-SET on an unknown instance), 0x0110 with
-Error ID 0xA710 (N-SET after COMPLETED/DISCONTINUED), 0x0110 when the store
-fails (nothing was applied; the modality may retry). Every failure carries
-an Error Comment naming the attribute or the reason, never a value.
+(duplicate SOP Instance), 0x0112 (N-SET on an unknown instance), 0x0117 (a
+malformed Affected SOP Instance UID), 0x0118 (a request naming another SOP
+class), 0x0110 with Error ID 0xA710 (N-SET after COMPLETED/DISCONTINUED),
+0x0110 when the store fails (nothing was applied; the modality may retry).
+Every failure carries an Error Comment naming the attribute or the reason,
+never a value. The table is in docs/conformance-statement.md, section 7.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from bridge.mpps.validate import (
     ERROR_ID_FINAL,
     INVALID_INSTANCE,
     NO_SUCH_INSTANCE,
+    NO_SUCH_SOP_CLASS,
     PROCESSING_FAILURE,
     MppsFailure,
     check_create,
@@ -104,7 +107,7 @@ class MppsService:
         calling = _calling_aet(event)
         try:
             if request.AffectedSOPClassUID != MPPS_SOP_CLASS:
-                raise MppsFailure(0x0118, "only MPPS is served here")
+                raise MppsFailure(NO_SUCH_SOP_CLASS, "only MPPS is served here")
             try:
                 ds = _decoded(event.attribute_list)
             except Exception as exc:  # noqa: BLE001 - whatever the peer sent, answer it
@@ -130,7 +133,7 @@ class MppsService:
         calling = _calling_aet(event)
         try:
             if request.RequestedSOPClassUID != MPPS_SOP_CLASS:
-                raise MppsFailure(0x0118, "only MPPS is served here")
+                raise MppsFailure(NO_SUCH_SOP_CLASS, "only MPPS is served here")
             try:
                 changes = _decoded(event.modification_list)
             except Exception as exc:  # noqa: BLE001 - whatever the peer sent, answer it

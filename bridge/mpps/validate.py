@@ -40,6 +40,7 @@ PROCESSING_FAILURE = 0x0110
 DUPLICATE_INSTANCE = 0x0111
 NO_SUCH_INSTANCE = 0x0112
 INVALID_INSTANCE = 0x0117
+NO_SUCH_SOP_CLASS = 0x0118  # a request naming another SOP class than MPPS
 MISSING_ATTRIBUTE = 0x0120
 MISSING_ATTRIBUTE_VALUE = 0x0121
 # The error id the reference archive sends with 0x0110 for an N-SET on a final MPPS.

@@ -8,7 +8,8 @@ the MPPS service (for the worklist SCP's AE), the outbox sender and housekeeping
     await pipeline.stop()    # before the commit queue stops
 
 Raises MappingLoadError (file, line, key of every problem) for a broken
-profile or a destination whose profile or character set does not resolve.
+profile or a destination whose profile or character set does not resolve, and
+bridge.tls.TlsConfigError for a destination's unreadable TLS file.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ class StatusPipeline:
             destinations, sending_application=settings.outbound.sending_application,
             sending_facility=settings.outbound.sending_facility,
             processing_id=settings.outbound.processing_id) if destinations else None
-        sender = OutboxSender(store, enabled, submit=submit,
+        # The whole list: the sender skips disabled ones, and names each by position.
+        sender = OutboxSender(store, settings.outbound.destinations, submit=submit,
                               poll_interval_s=settings.outbound.poll_interval_s)
         mpps = MppsService(store, settings.mpps, messages=messages, notify=sender.wake) \
             if settings.mpps.enabled else None

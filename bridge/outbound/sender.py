@@ -10,11 +10,18 @@ Outcomes (HL7 MSA-1):
 - AA or CA: sent;
 - AE, AR or CR: a dead letter, with MSA-3/ERR text as its reason; the order's
   next message follows (``mwl-bridge outbox retry`` re-queues a dead letter);
-- a timeout, a lost or refused connection, CE (commit error), a reply without
-  MSA or one that acknowledges another control ID: retried with backoff
-  (initial, doubling, capped), and the destination pauses for that long, so a
-  receiver that is down costs one attempt per connection slot and backoff step,
-  not one per message.
+- a timeout, a lost or refused connection, a failed TLS handshake (an untrusted
+  or misnamed receiver certificate, our client certificate refused), CE (commit
+  error), a reply without MSA or one that acknowledges another control ID:
+  retried with backoff (initial, doubling, capped), and the destination pauses
+  for that long, so a receiver that is down costs one attempt per connection
+  slot and backoff step, not one per message.
+
+With ``tls.enabled`` a destination's connections are TLS (bridge/outbound/tls.py):
+its SSLContext is built once, when the sender is made, so a bad certificate
+file stops start-up rather than every delivery. Errors are recorded as the
+message's last error (``mwl-bridge outbox list``) and logged with the control
+ID and OpenSSL's reason, never message content.
 
 Delivery is at least once: a message whose ACK was lost is sent again with the
 same MSH-10, which a receiver uses to drop the duplicate.
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +45,7 @@ from typing import Any
 
 from bridge.hl7.client import MllpClient, ack_code_of, acked_control_id_of
 from bridge.outbound.settings import OutboundDestination
+from bridge.outbound.tls import destination_contexts, server_name
 from bridge.store import outbox_tx
 from bridge.store.base import Store, StoreTx
 from bridge.store.outbox_tx import OutboxMessage
@@ -81,6 +90,7 @@ class _Conn:
 @dataclass
 class _DestinationState:
     settings: OutboundDestination
+    ssl: ssl.SSLContext | None = None  # None: plain MLLP
     busy: set[str] = field(default_factory=set)
     queue: asyncio.Queue[OutboxMessage] = field(default_factory=asyncio.Queue)
     paused_until: float = 0.0  # loop time
@@ -97,7 +107,11 @@ class OutboxSender:
         self._submit = submit or thread_submit(store)
         self._poll = poll_interval_s
         self._grace = stop_grace_s
-        self._dests = [_DestinationState(d) for d in destinations if d.enabled]
+        # All destinations, so that errors name each by its position in the config;
+        # TlsConfigError (a bad certificate, key or CA file) is raised here, at start.
+        contexts = destination_contexts(destinations)
+        self._dests = [_DestinationState(d, contexts[d.name]) for d in destinations
+                       if d.enabled]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self.stats = SenderStats()
@@ -207,7 +221,7 @@ class OutboxSender:
                        message: OutboxMessage) -> None:
         s = dest.settings
         try:
-            reply = await self._exchange(s, conn, message)
+            reply = await self._exchange(dest, conn, message)
             code = ack_code_of(reply)
             acked = acked_control_id_of(reply)
             if acked and acked != message.control_id:
@@ -232,10 +246,11 @@ class OutboxSender:
         except (_Retry, TimeoutError, ConnectionError, OSError) as exc:
             await self._retry(dest, message, _describe(exc))
 
-    async def _exchange(self, s: OutboundDestination, conn: _Conn,
+    async def _exchange(self, dest: _DestinationState, conn: _Conn,
                         message: OutboxMessage) -> bytes:
         """Send on the worker's connection. A reused connection that turns out to be
         closed (receivers drop idle ones) is replaced once, at once, without backoff."""
+        s = dest.settings
         now = time.monotonic()
         if conn.client is not None and now - conn.last_used > s.idle_close_s:
             await conn.client.close()
@@ -244,18 +259,22 @@ class OutboxSender:
             fresh = conn.client is None
             if fresh:
                 try:
-                    conn.client = await MllpClient.connect(s.host, s.port,
-                                                           timeout=s.connect_timeout_s)
+                    conn.client = await self._connect(dest)
                 except (TimeoutError, OSError) as exc:
-                    raise _Retry(f"cannot connect to {s.host}:{s.port}: "
-                                 f"{_describe(exc)}") from None
+                    raise _Retry(_connect_error(s, exc)) from None
             client = conn.client
             assert client is not None
             try:
                 reply = await client.send(message.payload, timeout=s.ack_timeout_s)
-            except ConnectionError:
+            except ConnectionError as exc:
                 await client.close()
                 conn.client = None
+                if fresh and dest.ssl is not None and _closed_early(exc):
+                    # TLS 1.3 completes the client's side of the handshake before the
+                    # receiver checks our certificate; a refusal then looks like a
+                    # closed connection, so say what it most likely is.
+                    raise ConnectionError(f"{exc} (a TLS receiver does this when it "
+                                          "refuses our client certificate)") from exc
                 if fresh or attempt == 2:
                     raise
                 continue
@@ -266,6 +285,15 @@ class OutboxSender:
             conn.last_used = time.monotonic()
             return reply
         raise ConnectionError("unreachable")  # the loop returns or raises
+
+    @staticmethod
+    async def _connect(dest: _DestinationState) -> MllpClient:
+        s = dest.settings
+        if dest.ssl is None:
+            return await MllpClient.connect(s.host, s.port, timeout=s.connect_timeout_s)
+        return await MllpClient.connect(
+            s.host, s.port, timeout=s.connect_timeout_s + s.tls.handshake_timeout_s,
+            ssl=dest.ssl, server_hostname=server_name(s))
 
     async def _retry(self, dest: _DestinationState, message: OutboxMessage,
                      error: str) -> None:
@@ -296,7 +324,34 @@ _STOP: Any = object()
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return str(exc) or "timed out"
+    if isinstance(exc, ssl.SSLError):
+        # A TLS alert read after our side of the handshake (TLS 1.3 checks the
+        # client certificate then); OpenSSL's reason says more than str(exc).
+        return f"TLS handshake failed: {_tls_reason(exc)}"
     return str(exc) or type(exc).__name__
+
+
+def _closed_early(exc: ConnectionError) -> bool:
+    """The receiver hung up (closed or reset) instead of replying."""
+    return isinstance(exc, ConnectionResetError) or "closed the connection" in str(exc)
+
+
+def _connect_error(s: OutboundDestination, exc: BaseException) -> str:
+    """What the outbox records and logs for a failed connect (no message content)."""
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLError):  # MllpClient.connect wraps it in ConnectionError
+        # The reason first: `outbox list` shows the first 60 characters.
+        return f"TLS handshake failed: {_tls_reason(cause)}"
+    text = _describe(exc)
+    where = f"{s.host}:{s.port}"
+    return text if where in text else f"cannot connect to {where}: {text}"
+
+
+def _tls_reason(exc: ssl.SSLError) -> str:
+    """OpenSSL's reason code, and for a certificate the verification result."""
+    reason = exc.reason or type(exc).__name__
+    detail = getattr(exc, "verify_message", None)
+    return f"{reason}: {detail}" if detail else str(reason)
 
 
 def _reply_text(reply: bytes) -> str:

@@ -11,12 +11,37 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bridge.tls import TlsSettings
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 MESSAGE_TYPES = ("ORM^O01", "OMG^O19", "OMI^O23", "ORU^R01")
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DestinationTls(TlsSettings):
+    """TLS to one destination: the bridge is the client (bridge/outbound/tls.py).
+
+    The receiver is always verified (against ``ca_file``, else the system's trust
+    store, and by name unless ``check_hostname`` is off); ``cert_file``/``key_file``
+    are our client certificate for mutual TLS. The handshake may take
+    ``handshake_timeout_s`` on top of the destination's ``connect_timeout_s``.
+    """
+
+    # The name the receiver's certificate must carry (and SNI); "" means the host.
+    server_hostname: str = ""
+
+    @model_validator(mode="after")
+    def _client_side(self) -> DestinationTls:
+        if "require_peer_cert" in self.model_fields_set:
+            raise ValueError("require_peer_cert is a listener setting; a destination always "
+                             "verifies the receiver's certificate (ca_file)")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (our client certificate "
+                             "for mutual TLS)")
+        return self
 
 
 class OutboundDestination(_Section):
@@ -45,6 +70,8 @@ class OutboundDestination(_Section):
     max_connections: int = Field(default=2, ge=1, le=64)
     # An idle connection is closed after this long (many receivers drop idle ones anyway).
     idle_close_s: float = Field(default=60.0, gt=0)
+    # MLLP over TLS to this receiver (docs/mpps-outbound.md, "TLS").
+    tls: DestinationTls = DestinationTls()
 
     @field_validator("charset")
     @classmethod
