@@ -136,7 +136,7 @@ def _text(ds: Dataset, keyword: str) -> str:
     if value is None or value == "":
         return ""
     if keyword == "ScheduledStationAETitle" and not isinstance(value, str):
-        # VM 1-n: the first title is the indexed one (several AEs: later issue).
+        # VM 1-n: the first title orders listings; every title is indexed (station table).
         value = value[0] if len(value) else ""
     return str(value).strip()
 
