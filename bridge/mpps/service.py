@@ -108,13 +108,8 @@ class MppsService:
         try:
             if request.AffectedSOPClassUID != MPPS_SOP_CLASS:
                 raise MppsFailure(NO_SUCH_SOP_CLASS, "only MPPS is served here")
-            try:
-                ds = _decoded(event.attribute_list)
-            except Exception as exc:  # noqa: BLE001 - whatever the peer sent, answer it
-                LOGGER.warning("MPPS N-CREATE from %s: attribute list cannot be decoded (%s)",
-                               calling, type(exc).__name__)
-                raise MppsFailure(PROCESSING_FAILURE,
-                                  "the attribute list cannot be decoded") from None
+            ds = _decoded_or_fail(lambda: event.attribute_list, "N-CREATE", "attribute list",
+                                  calling)
             outcome = self.create(uid or None, ds, calling_aet=calling)
         except MppsFailure as exc:
             LOGGER.info("MPPS N-CREATE from %s refused: %s", calling, exc)
@@ -134,13 +129,8 @@ class MppsService:
         try:
             if request.RequestedSOPClassUID != MPPS_SOP_CLASS:
                 raise MppsFailure(NO_SUCH_SOP_CLASS, "only MPPS is served here")
-            try:
-                changes = _decoded(event.modification_list)
-            except Exception as exc:  # noqa: BLE001 - whatever the peer sent, answer it
-                LOGGER.warning("MPPS N-SET from %s: modification list cannot be decoded (%s)",
-                               calling, type(exc).__name__)
-                raise MppsFailure(PROCESSING_FAILURE,
-                                  "the modification list cannot be decoded") from None
+            changes = _decoded_or_fail(lambda: event.modification_list, "N-SET",
+                                       "modification list", calling)
             self.update(uid, changes)
         except MppsFailure as exc:
             LOGGER.info("MPPS N-SET from %s refused: %s", calling, exc)
@@ -284,6 +274,17 @@ def _decoded(ds: Dataset | None) -> Dataset:
     for _ in ds.iterall():
         pass
     return ds
+
+
+def _decoded_or_fail(read: Callable[[], Dataset], operation: str, what: str,
+                     calling: str) -> Dataset:
+    """The request's data set, or the failure the peer gets when it can't be decoded."""
+    try:
+        return _decoded(read())
+    except Exception as exc:  # noqa: BLE001 - whatever the peer sent, answer it
+        LOGGER.warning("MPPS %s from %s: %s cannot be decoded (%s)", operation, calling, what,
+                       type(exc).__name__)
+        raise MppsFailure(PROCESSING_FAILURE, f"the {what} cannot be decoded") from None
 
 
 def _calling_aet(event: evt.Event) -> str:
