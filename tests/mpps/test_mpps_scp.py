@@ -305,3 +305,35 @@ def test_c_echo_and_worklist_still_work_on_the_shared_ae(env):
     answers = [ds for st, ds in assoc.send_c_find(query, ModalityWorklistInformationFind)
                if ds is not None]
     assert [str(a.AccessionNumber) for a in answers] == ["ACC20261128001"]
+
+
+@pytest.fixture
+def undecodable(monkeypatch):
+    """Failure injection: the request's data set fails to decode in the SCP (as a
+    malformed value from a peer does; pydicom's own encoder refuses to send one)."""
+    from bridge.mpps import service
+
+    def fail(ds):
+        raise ValueError("malformed value")
+
+    monkeypatch.setattr(service, "_decoded", fail)
+
+
+def test_an_undecodable_n_create_is_refused_and_changes_nothing(env, undecodable):
+    rsp, _ = env.associate().send_n_create(create_ds(env.steps[0]), MPPS, UID)
+    assert status(rsp) == (0x0110, "the attribute list cannot be decoded")
+    assert mpps_tx.get_mpps(env.store, UID) is None
+    assert step_state(env, "ACC20261128001") == ("SCHEDULED", "SCHEDULED")
+
+
+def test_an_undecodable_n_set_is_refused_and_changes_nothing(env, monkeypatch):
+    assoc = env.associate()
+    assoc.send_n_create(create_ds(env.steps[0]), MPPS, UID)
+    from bridge.mpps import service
+
+    monkeypatch.setattr(service, "_decoded",
+                        lambda ds: (_ for _ in ()).throw(ValueError("malformed value")))
+    rsp, _ = assoc.send_n_set(final_ds("COMPLETED"), MPPS, UID)
+    assert status(rsp) == (0x0110, "the modification list cannot be decoded")
+    assert mpps_tx.get_mpps(env.store, UID).status == "IN PROGRESS"
+    assert step_state(env, "ACC20261128001") == ("STARTED", "STARTED")
