@@ -38,6 +38,10 @@ class IndexValues:
     placer_order_number: str
     filler_order_number: str
     station_aets: tuple[str, ...] = ()
+    # Normalised single-valued names other than the patient's, as JSON keyed by
+    # tag path ("00080090", "00400100.00400006"): lets the store match them case-
+    # and accent-insensitively without a column each.
+    names_norm: str = "{}"
 
 
 def dumps_item(item: Dataset) -> str:
@@ -141,6 +145,26 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(value).strip()
 
 
+_PATIENT_NAME = 0x00100010
+
+
+def name_key(tags: tuple[int, ...]) -> str:
+    """The key of a name in ``names_norm``: hex tags joined by dots."""
+    return ".".join(f"{t:08X}" for t in tags)
+
+
+def _names_norm(item: Dataset, sps: Dataset) -> str:
+    names: dict[str, str] = {}
+    for prefix, ds in (((), item), ((0x00400100,), sps)):
+        for elem in ds:
+            if elem.VR != "PN" or elem.tag == _PATIENT_NAME or elem.VM != 1:
+                continue
+            value = str(elem.value or "").strip()
+            if value:
+                names[name_key((*prefix, int(elem.tag)))] = normalise_name(value)
+    return json.dumps(names, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 def _all_texts(ds: Dataset, keyword: str) -> tuple[str, ...]:
     value = ds.get(keyword)
     if value is None or value == "":
@@ -161,6 +185,7 @@ def index_values(item: Dataset) -> IndexValues:
     date = _text(sps, "ScheduledProcedureStepStartDate")
     time = pad_time(_text(sps, "ScheduledProcedureStepStartTime"))
     return IndexValues(
+        names_norm=_names_norm(item, sps),
         station_aets=_all_texts(sps, "ScheduledStationAETitle"),
         station_aet=_text(sps, "ScheduledStationAETitle"),
         modality=_text(sps, "Modality"),

@@ -199,7 +199,15 @@ def _drop_unused_step_indexes(d: Dialect) -> list[str]:
     ]
 
 
-MIGRATIONS = (_v1, _mpps_outbox, _orders, _step_stations, _drop_unused_step_indexes)
+def _names_norm(d: Dialect) -> list[str]:
+    # Normalised names without a column of their own (referring, requesting and
+    # performing physicians), as JSON. Rows written before this stay NULL, and a
+    # NULL never excludes a row from a name match (the exact check follows).
+    return ["ALTER TABLE procedure_step ADD COLUMN names_norm TEXT"]
+
+
+MIGRATIONS = (_v1, _mpps_outbox, _orders, _step_stations, _drop_unused_step_indexes,
+              _names_norm)
 
 
 def latest_version() -> int:

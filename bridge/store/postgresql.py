@@ -33,6 +33,9 @@ class PostgresStore(SqlStore):
         path = ",".join(f"{t},Value,0" for t in tags)
         return f"(item::jsonb #>> '{{{path}}}')"
 
+    def _name_sql(self, key: str) -> str:
+        return f"(names_norm::jsonb ->> '{key}')"
+
     def _wildcard_sql(self, column: str, pattern: str) -> tuple[str, list[str]]:
         escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         like = escaped.replace("*", "%").replace("?", "_")

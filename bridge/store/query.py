@@ -45,7 +45,16 @@ class ItemPath:
     tags: tuple[int, ...]
 
 
-Target = Column | ItemPath
+@dataclass(frozen=True, slots=True)
+class NamePath:
+    """A single-valued person name other than the patient's, by tag path, matched
+    on its normalised form (``store.names.normalise_name``): the pattern given
+    must be normalised the same way. Like ItemPath, a pre-filter: a superset."""
+
+    tags: tuple[int, ...]
+
+
+Target = Column | ItemPath | NamePath
 
 
 @dataclass(frozen=True, slots=True)

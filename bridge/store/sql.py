@@ -18,13 +18,14 @@ from pydicom import Dataset
 
 from bridge.store import migrations
 from bridge.store.base import InboundMessage, StepRow, Store, StoreError, UpsertOutcome
-from bridge.store.items import IndexValues, dumps_item, index_values, loads_item
+from bridge.store.items import IndexValues, dumps_item, index_values, loads_item, name_key
 from bridge.store.query import (
     AnyOf,
     Column,
     Exact,
     ItemPath,
     Match,
+    NamePath,
     NoneOf,
     Range,
     Target,
@@ -36,6 +37,7 @@ _STEP_COLUMNS = (
     "station_aet", "modality", "sps_start_date", "sps_start_time", "sps_start", "patient_id",
     "issuer_of_patient_id", "patient_name_norm", "accession_number", "requested_procedure_id",
     "study_instance_uid", "sps_id", "sps_status", "placer_order_number", "filler_order_number",
+    "names_norm",
 )
 _FETCH_BATCH = 200
 _STATION_DAY_COLUMNS = frozenset({Column.SPS_START_DATE, Column.SPS_START_TIME})
@@ -198,6 +200,8 @@ class SqlStore(Store):
                 params.extend(v for _, vals in sub for v in vals)
                 continue
             sql, vals = self._clause(m, self._target_sql(m.column))
+            if sql and isinstance(m.column, NamePath):
+                sql = f"(names_norm IS NULL OR ({sql}))"
             if sql:
                 clauses.append(sql)
                 params.extend(vals)
@@ -208,7 +212,13 @@ class SqlStore(Store):
         come from code (enum values, integer tags), never from user text."""
         if isinstance(target, ItemPath):
             return self._item_text_sql([f"{tag:08X}" for tag in target.tags])
+        if isinstance(target, NamePath):
+            return self._name_sql(name_key(target.tags))
         return target.value
+
+    @abstractmethod
+    def _name_sql(self, key: str) -> str:
+        """SQL for the normalised name stored under ``key`` in ``names_norm``."""
 
     @abstractmethod
     def _item_text_sql(self, tags: list[str]) -> str:

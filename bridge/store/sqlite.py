@@ -39,6 +39,9 @@ class SqliteStore(SqlStore):
         path = "$" + "".join(f'."{t}".Value[0]' for t in tags)
         return f"json_extract(item, '{path}')"
 
+    def _name_sql(self, key: str) -> str:
+        return "json_extract(names_norm, '$.\"" + key + "\"')"
+
     def _wildcard_sql(self, column: str, pattern: str) -> tuple[str, list[str]]:
         # DICOM's * and ? are GLOB's own; only '[' needs escaping for GLOB.
         escaped = pattern.replace("[", "[[]")

@@ -11,7 +11,8 @@ key is single-valued text, a date, or UIDs, at the top level or in the
 Scheduled Procedure Step item, the same match is also handed to the store on
 the stored item itself (``ItemPath``: SQLite ``json_extract``, PostgreSQL
 ``jsonb``), so only candidate rows leave the database even for a query made
-of non-indexed keys alone. Names (PN), times, numbers, multi-valued keys and
+of non-indexed keys alone; names (PN) other than the patient's go through
+their normalised copy (``NamePath``). Times, numbers, multi-valued keys and
 deeper sequences are left to the post-filter. While a post-filter is active
 the store cannot apply the answer cap (``WorklistQuery.limit``) because it
 would cut before filtering.
@@ -61,8 +62,10 @@ from bridge.store.query import (
     Exact,
     ItemPath,
     Match,
+    NamePath,
     NoneOf,
     Range,
+    Target,
     Wildcard,
     WorklistQuery,
 )
@@ -372,9 +375,13 @@ class _Planner:
             text = normalise_name(text)
         if _is_universal(text) and vr in WILDCARD_VRS:
             return None
-        if target is not None and vr != "PN":  # PN is stored as a JSON object
+        if target is not None:
             wild = vr in WILDCARD_VRS and ("*" in text or "?" in text)
-            self._matches.append(Wildcard(target, text) if wild else Exact(target, text))
+            # Names are matched on their normalised copy (a superset in "exact" mode,
+            # which the post-filter then narrows).
+            on: Target = NamePath(target.tags) if vr == "PN" else target
+            value = normalise_name(text) if vr == "PN" else text
+            self._matches.append(Wildcard(on, value) if wild else Exact(on, value))
         if vr in WILDCARD_VRS:
             return TextCondition(elem.tag, _wildcard_regex(text), folded)
         return EqualCondition(elem.tag, text)

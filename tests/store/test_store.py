@@ -22,6 +22,7 @@ from bridge.store import (
     migrations,
 )
 from bridge.store.names import normalise_name
+from bridge.store.query import NamePath
 
 
 def make_item(n: int, *, name: str = "DOE^JOHN", station: str = "CT01", modality: str = "CT",
@@ -193,3 +194,24 @@ def test_matching_inside_the_stored_item(store):
     assert ids(store, Range(ItemPath((0x00100030,)), None, "19800101")) == ["ACC00001"]
     # No value: no single value, wildcard or range match (item 3 has none).
     assert ids(store, Wildcard(admission, "*D*")) == ["ACC00001", "ACC00002"]
+
+
+def test_other_names_match_case_and_accent_insensitively_in_the_store(store):
+    a = make_item(1)
+    a.ReferringPhysicianName = "Müller^Jürgen"
+    a.ScheduledProcedureStepSequence[0].ScheduledPerformingPhysicianName = "House^Gregory"
+    b = make_item(2)
+    b.ReferringPhysicianName = "Smith^Anna"
+    store.upsert_steps([a, b, make_item(3)])
+    referring = NamePath((0x00080090,))
+    performing = NamePath((0x00400100, 0x00400006))
+    assert ids(store, Wildcard(referring, normalise_name("MULL*"))) == ["ACC00001"]
+    assert ids(store, Exact(referring, normalise_name("smith^anna"))) == ["ACC00002"]
+    assert ids(store, Wildcard(performing, "house*")) == ["ACC00001"]
+    assert ids(store, Wildcard(referring, "*")) == ["ACC00001", "ACC00002"]  # 3 has none
+
+
+def test_rows_from_before_the_names_column_are_never_excluded(store):
+    store.upsert_steps([make_item(1)])
+    store.write([lambda tx: tx.cur.execute("UPDATE procedure_step SET names_norm = NULL")])
+    assert ids(store, Exact(NamePath((0x00080090,)), "x")) == ["ACC00001"]  # a superset
