@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 Loc = tuple[str | int, ...]
 
@@ -50,6 +50,27 @@ class YamlDoc:
 
     def error(self, loc: Sequence[str | int], problem: str) -> SourceError:
         return SourceError(self.path, self.line_of(loc), format_loc(loc), problem)
+
+
+class FileChecker:
+    """Checks one YAML file, collecting every located error instead of stopping at
+    the first: the base of the mapping and outbound profile compilers."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.doc = YamlDoc(path=path, data={}, lines={})
+        self.errors: list[SourceError] = []
+
+    def error(self, loc: Loc, problem: str) -> None:
+        self.errors.append(self.doc.error(loc, problem))
+
+    def model(self, model: type[BaseModel], data: Any, loc: Loc) -> Any:
+        """``data`` validated as ``model``, or None with its errors recorded."""
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            self.errors.extend(validation_errors(self.doc, exc, prefix=loc))
+            return None
 
 
 def format_loc(loc: Sequence[str | int]) -> str:

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict
 from pydicom.tag import BaseTag
 
@@ -61,11 +60,10 @@ from bridge.mapping.stations import (
 )
 from bridge.yamlsrc import (
     YAML_SUFFIXES,
+    FileChecker,
     SourceError,
-    YamlDoc,
     collect_yaml_files,
     load_yaml,
-    validation_errors,
 )
 
 if TYPE_CHECKING:
@@ -131,15 +129,13 @@ def load_mappings(paths: Sequence[Path], *, default_station_aet: str,
     return MappingSet([m for _, m in mappings])
 
 
-class _FileCompiler:
+class _FileCompiler(FileChecker):
     """Compiles one mapping file, collecting errors instead of stopping at the first."""
 
     def __init__(self, path: Path, default_station_aet: str, python_hooks: bool = False) -> None:
-        self.path = path
+        super().__init__(path)
         self.default_station_aet = default_station_aet
         self.python_hooks = python_hooks
-        self.errors: list[SourceError] = []
-        self.doc = YamlDoc(path=path, data={}, lines={})
         self.syntax = PathSyntax({})
         self.checker = StructureChecker(())
         self.tables: dict[str, LookupTable] = {}
@@ -151,16 +147,6 @@ class _FileCompiler:
 
     def doc_error(self, loc: Loc, problem: str) -> SourceError:
         return self.doc.error(loc, problem)
-
-    def error(self, loc: Loc, problem: str) -> None:
-        self.errors.append(self.doc.error(loc, problem))
-
-    def model(self, model: type[BaseModel], data: Any, loc: Loc) -> Any:
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            self.errors.extend(validation_errors(self.doc, exc, prefix=loc))
-            return None
 
     def check_refs(self, refs: list[FieldRef], loc: Loc) -> None:
         for ref in refs:

@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from pydantic import BaseModel, ValidationError
 from pydicom.datadict import keyword_dict
 
 from bridge.mapping.errors import MappingLoadError
@@ -33,7 +32,12 @@ from bridge.outbound.profile import (
     VarRef,
 )
 from bridge.outbound.schema import FieldSpec, ProfileSpec, SegmentSpec
-from bridge.yamlsrc import SourceError, YamlDoc, collect_yaml_files, load_yaml, validation_errors
+from bridge.yamlsrc import (
+    FileChecker,
+    SourceError,
+    collect_yaml_files,
+    load_yaml,
+)
 
 _VAR = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 _STEP = re.compile(r"^([A-Za-z][A-Za-z0-9]*)(?:\[(\d+)\])?$")
@@ -94,24 +98,12 @@ def load_profiles(paths: Sequence[Path]) -> ProfileSet:
     return ProfileSet(profiles)
 
 
-class _ProfileCompiler:
+class _ProfileCompiler(FileChecker):
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.doc = YamlDoc(path=path, data={}, lines={})
-        self.errors: list[SourceError] = []
+        super().__init__(path)
         self.variables: set[str] = set(BUILTIN_VARS)
         self.syntax = PathSyntax({})
         self.checker = StructureChecker(())
-
-    def error(self, loc: Loc, problem: str) -> None:
-        self.errors.append(self.doc.error(loc, problem))
-
-    def model(self, model: type[BaseModel], data: Any, loc: Loc) -> Any:
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            self.errors.extend(validation_errors(self.doc, exc, prefix=loc))
-            return None
 
     def compile(self) -> OutboundProfile | None:
         try:
