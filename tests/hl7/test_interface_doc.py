@@ -25,20 +25,14 @@ from bridge.outbound.loader import load_profiles
 from bridge.outbound.sender import DEAD_CODES, DONE_CODES
 from bridge.outbound.settings import MESSAGE_TYPES as OUTBOUND_MESSAGE_TYPES
 from bridge.outbound.settings import OutboundDestination
+from tests.doctables import markdown_table
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "hl7-interface.md"
 
 
 def table(header_start: str) -> list[list[str]]:
-    lines = DOC.read_text(encoding="utf-8").splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
-    rows = []
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
-    return rows
+    return markdown_table(DOC, header_start)
 
 
 def module_codes(module: object) -> set[int]:

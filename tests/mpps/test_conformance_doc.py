@@ -17,6 +17,7 @@ import bridge.mpps.validate as validate
 from bridge.mpps import linking, rules
 from bridge.mpps.service import SUCCESS
 from bridge.mpps.settings import MppsSettings
+from tests.doctables import markdown_table, tag_of
 
 from .conftest import create_ds, final_ds
 
@@ -26,21 +27,7 @@ MPPS_RETRIEVE = "1.2.840.10008.3.1.2.3.4"  # not served
 
 
 def table(header_start: str) -> list[list[str]]:
-    """The rows of the Markdown table whose header line starts with ``header_start``."""
-    lines = DOC.read_text(encoding="utf-8").splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
-    rows = []
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
-    return rows
-
-
-def tag_of(text: str) -> Tag:
-    match = re.fullmatch(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)", text)
-    assert match, text
-    return Tag(int(match[1], 16), int(match[2], 16))
+    return markdown_table(DOC, header_start)
 
 
 def keyword_of(name: str, tag_text: str) -> str:

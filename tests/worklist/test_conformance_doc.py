@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 from pydicom.datadict import dictionary_VR, keyword_for_tag
-from pydicom.tag import Tag
 
 from bridge.config import DicomPeer, DicomSettings
 from bridge.worklist import scp
@@ -20,25 +18,13 @@ from bridge.worklist.query import (
     indexed_keys,
     matching_kinds,
 )
+from tests.doctables import markdown_table, tag_of
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "conformance-statement.md"
 
 
 def table(header_start: str) -> list[list[str]]:
-    """The rows of the Markdown table whose header line starts with ``header_start``."""
-    lines = DOC.read_text(encoding="utf-8").splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
-    rows = []
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
-    return rows
-
-
-def tag_of(text: str) -> Tag:
-    group, element = re.fullmatch(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)", text).groups()
-    return Tag(int(group, 16), int(element, 16))
+    return markdown_table(DOC, header_start)
 
 
 def test_matching_key_table_matches_the_planner():
