@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: serve test install install-test dcmtk lint bench
+.PHONY: serve test install install-test dcmtk lint typecheck bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ serve: install
 
 test: install-test
 	$(BIN)/ruff check bridge tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+typecheck: install-test
+	$(BIN)/mypy
 
 bench: install-test
 	$(BIN)/python bench/ingest.py

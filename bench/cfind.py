@@ -236,10 +236,10 @@ def store_query_ms(db: Path, query: Path, samples: int) -> tuple[float, float, i
     The identifier goes through the worklist's own planner, so the store sees
     exactly the query the SCP gives it; SQL time is total minus decode.
     """
-    from bridge.config import WorklistSettings
     from bridge.store import SqliteStore
     from bridge.store.items import dumps_item, loads_item
     from bridge.worklist.query import build_query
+    from bridge.worklist.settings import WorklistSettings
 
     planned = build_query(dcmread(query), WorklistSettings())
     store = SqliteStore(db)

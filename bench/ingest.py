@@ -211,8 +211,8 @@ def per_message_us(fn: Callable[[Any], object], items: Sequence[Any]) -> float:
 
 
 def measure_pieces(messages: list[bytes], root: Path) -> list[tuple[str, float]]:
-    from bridge.config import MllpSettings
     from bridge.hl7 import build_ack, decode_frame, parse_message, read_header
+    from bridge.hl7.settings import MllpSettings
     from bridge.mapping import load_mappings
     from bridge.store import InboundMessage, SqliteStore
     from bridge.store.items import dumps_item, index_values
@@ -222,7 +222,7 @@ def measure_pieces(messages: list[bytes], root: Path) -> list[tuple[str, float]]
     parsed = [parse_message(t) for t in texts]
     mappings = load_mappings([REPO / "mappings"], default_station_aet="UNASSIGNED")
     results = [mappings.map(m) for m in parsed]
-    steps = [s for r in results for s in r.steps]
+    steps = [s for r in results for s in r.items]
     now = datetime.now()
     rows: list[tuple[str, float]] = [
         ("decode frame (MSH-18 charset)",
@@ -256,7 +256,7 @@ def measure_pieces(messages: list[bytes], root: Path) -> list[tuple[str, float]]
 
         def job(tx: Any) -> object:
             mid = tx.record_message(record)
-            return [tx.upsert_step(s, mid) for s in results[k].steps]
+            return [tx.upsert_step(s, mid) for s in results[k].items]
         return job
 
     n_single = min(300, len(messages) // 2)

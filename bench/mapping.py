@@ -54,7 +54,7 @@ def main() -> int:
         except MappingError:
             continue  # rejections are not the hot path
         items = len(result.steps)
-        attrs = sum(_count(ds) for ds in result.steps) // items
+        attrs = sum(_count(ds) for ds in result.items) // items
         tokenize, mapping = [], []
         for _ in range(args.rounds):
             t0 = time.perf_counter_ns()

@@ -1,6 +1,6 @@
 """IP allow-lists shared by the DICOM and MLLP listeners.
 
-Entries are IP addresses or CIDR networks (validated in config.py). Host
+Entries are IP addresses or CIDR networks (validated in bridge/section.py). Host
 names are not accepted: resolving them on every connection would put DNS
 on the admission path.
 """

@@ -7,9 +7,9 @@ certificate signed by a CA in ``ca_file``. Every problem is raised as a
 TlsConfigError naming the setting and the file, at start-up, not on the first
 connection.
 
-``TlsSettings`` lives here rather than in bridge.config so that sections kept
-beside their own code (the outbound destinations) can use it without an import
-cycle; bridge.config re-exports it.
+``TlsSettings`` lives here, on the ground floor, so that every package's
+settings section (``mllp``, ``dicom``, the outbound destinations) can use it
+without importing another package; bridge.app.settings composes the sections.
 """
 
 from __future__ import annotations

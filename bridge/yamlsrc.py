@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+M = TypeVar("M", bound=BaseModel)
 Loc = tuple[str | int, ...]
 
 
@@ -64,7 +65,7 @@ class FileChecker:
     def error(self, loc: Loc, problem: str) -> None:
         self.errors.append(self.doc.error(loc, problem))
 
-    def model(self, model: type[BaseModel], data: Any, loc: Loc) -> Any:
+    def model(self, model: type[M], data: Any, loc: Loc) -> M | None:
         """``data`` validated as ``model``, or None with its errors recorded."""
         try:
             return model.model_validate(data)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 
-from bridge.config import load_settings
+from bridge.app.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import ConfigError, TlsSettings, load_settings
-from bridge.tls import TlsConfigError, client_context, server_context
+from bridge.app.settings import ConfigError, load_settings
+from bridge.tls import TlsConfigError, TlsSettings, client_context, server_context
 from tests.tlscerts import make_pki
 
 REPO = Path(__file__).resolve().parents[1]

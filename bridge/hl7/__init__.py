@@ -1,6 +1,13 @@
 """HL7 v2 at the edge: ER7 tokenizing, charsets, ACKs and MLLP transport."""
 
-from bridge.hl7.ack import ErrorDetail, build_ack, hl7_error_text, read_header, read_header_bytes
+from bridge.hl7.ack import (
+    AckControlIds,
+    ErrorDetail,
+    build_ack,
+    hl7_error_text,
+    read_header,
+    read_header_bytes,
+)
 from bridge.hl7.charset import (
     CharsetError,
     DecodedFrame,
@@ -24,6 +31,7 @@ from bridge.hl7.mllp import Frame, FrameDecoder, OversizeFrame, encode_frame
 from bridge.hl7.server import FrameHandler, MllpServer
 
 __all__ = [
+    "AckControlIds",
     "CharsetError",
     "DecodedFrame",
     "Delimiters",

@@ -20,18 +20,16 @@ stored, so an unknown peer can't fill the message log.
 
 from __future__ import annotations
 
-import itertools
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.addresses import Network, address_in, networks
-from bridge.config import MllpAllowSettings
-from bridge.hl7.ack import ErrorDetail, build_ack, read_header_bytes
+from bridge.hl7.ack import AckControlIds, ErrorDetail, build_ack, read_header_bytes
 from bridge.hl7.charset import encode_text
 from bridge.hl7.message import Segment
 from bridge.hl7.server import FrameHandler
+from bridge.hl7.settings import MllpAllowSettings
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +78,11 @@ def peer_address(peer: str) -> str:
 class AllowListHandler:
     """A FrameHandler that refuses frames from sources the allow-list doesn't name."""
 
-    def __init__(self, inner: FrameHandler, allow: SourceAllowList) -> None:
+    def __init__(self, inner: FrameHandler, allow: SourceAllowList,
+                 ack_ids: AckControlIds | None = None) -> None:
         self._inner = inner
         self._allow = allow
-        self._ack_ids: Iterator[int] = itertools.count(1)
+        self._ack_ids = ack_ids or AckControlIds()
 
     async def handle_frame(self, payload: bytes, peer: str) -> bytes | None:
         refusal = self._refusal(payload, peer)
@@ -124,13 +123,17 @@ class AllowListHandler:
 
     def _ack(self, header: Segment, error: ErrorDetail) -> bytes:
         now = datetime.now()
-        control_id = f"{now:%Y%m%d%H%M%S}{next(self._ack_ids) % 1_000_000:06d}"
+        control_id = self._ack_ids.next(now)
         text = build_ack(header, "AR", errors=[error], control_id=control_id, now=now)
         # The header was read as Latin-1, so Latin-1 gives back the sender's own bytes.
         return encode_text(text, "latin-1")
 
 
-def guard_sources(handler: FrameHandler, allow: MllpAllowSettings) -> FrameHandler:
-    """``handler`` behind the allow-list; ``handler`` itself when nothing is restricted."""
+def guard_sources(handler: FrameHandler, allow: MllpAllowSettings,
+                  ack_ids: AckControlIds | None = None) -> FrameHandler:
+    """``handler`` behind the allow-list; ``handler`` itself when nothing is restricted.
+
+    Pass the ``ack_ids`` the handler uses, so refusals and ACKs never share an MSH-10.
+    """
     allow_list = SourceAllowList(allow)
-    return AllowListHandler(handler, allow_list) if allow_list.active else handler
+    return AllowListHandler(handler, allow_list, ack_ids) if allow_list.active else handler

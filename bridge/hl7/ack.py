@@ -7,6 +7,7 @@ sender's version does not have to be guessed right for the error to be seen.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -115,6 +116,22 @@ def _err_segment(detail: ErrorDetail, d: Delimiters) -> str:
         escape(detail.text, d),  # ERR-8 user message
     ]
     return _join(fields, d.field)
+
+
+class AckControlIds:
+    """MSH-10 of the ACKs we send: the time, then a counter (20 characters).
+
+    One instance serves every ACK writer of a daemon (the intake and the
+    allow-list's refusals), so two of them can never issue the same ID in the
+    same second. Thread-safe enough for its use: next() on itertools.count is
+    atomic under the GIL.
+    """
+
+    def __init__(self) -> None:
+        self._numbers = itertools.count(1)
+
+    def next(self, now: datetime) -> str:
+        return f"{now:%Y%m%d%H%M%S}{next(self._numbers) % 1_000_000:06d}"
 
 
 def build_ack(msh: Segment, ack_code: str, *, errors: Sequence[ErrorDetail] = (),

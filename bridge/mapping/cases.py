@@ -330,7 +330,7 @@ def run_case(mappings: MappingSet, case: Case, *, default_charset: str,
         items: list[dict[str, Any]] | None = None
         error: MappingError | None = exc
     else:
-        items = [_by_tag(plain_item(ds)) for ds in result.steps]
+        items = [_by_tag(plain_item(ds)) for ds in result.items]
         actual = {"mapping": result.mapping, "items": items}
         error = None
     path = case.expected_path()

@@ -1,7 +1,8 @@
 """The compiled mapping: routing, groups, and building worklist records.
 
-Pure: a tokenized message in, pydicom Datasets out, no I/O, nothing shared
-that changes. Everything a rule needs (paths, tables, checked constants) was
+Pure: a tokenized message in, pydicom Datasets out (each in a MappedStep that
+can say where its values came from, bridge.mapping.provenance), no I/O,
+nothing shared that changes. Everything a rule needs (paths, tables, checked constants) was
 prepared when the mapping loaded, so mapping one ORM is a walk over positions.
 """
 
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pydicom import Dataset
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.tag import BaseTag
 from pydicom.uid import generate_uid
 
@@ -25,6 +27,7 @@ from bridge.mapping import vr
 from bridge.mapping.conversions import ConversionError
 from bridge.mapping.errors import MappingError
 from bridge.mapping.paths import Anchor, Chain, Condition, FieldPath, RepPath
+from bridge.mapping.provenance import MappedStep
 from bridge.mapping.scope import Context, Hit, MissingGroup, SegRef, message_contexts
 
 # pydicom's own validation only warns; values are checked in vr.fit before they get here.
@@ -235,7 +238,9 @@ class ItemRule:
         elements: dict[BaseTag, DataElement] = {}
         for rule in self.attributes:
             rule.apply(ctx, anchor, elements)
-        return Dataset(elements)
+        # Dataset's parameter is an invariant MutableMapping of DataElement or
+        # RawDataElement; a dict of DataElements is a valid argument at run time.
+        return Dataset(cast("dict[BaseTag, DataElement | RawDataElement]", elements))
 
     def find(self, keyword: str) -> AttributeRule | None:
         for rule in self.attributes:
@@ -441,7 +446,8 @@ class Mapping:
     study_uid: StudyUidPolicy
     sources: tuple[Path, ...] = ()  # lookup tables and hook files it read, for hot reload
 
-    def map(self, message: Message) -> list[Dataset]:
+    def map(self, message: Message) -> list[MappedStep]:
+        """One step per group (per message without ``group_by``); MappingError if rejected."""
         try:
             whole, groups = message_contexts(message, self.group_by)
         except MissingGroup as exc:
@@ -459,14 +465,86 @@ class Mapping:
         for ctx in groups or [whole]:
             ds = self.record.build(ctx, None)
             self.study_uid.apply(ds, ctx)
-            steps.append(ds)
+            # The step keeps its context: provenance is read from it later, if at all.
+            steps.append(MappedStep(ds, self, ctx))
         return steps
 
+    @cached_property
+    def attributes(self) -> tuple[str, ...]:
+        """The keywords of the item's top-level attributes, in mapping order."""
+        return tuple(rule.keyword for rule in self.record.attributes)
 
-@dataclass(frozen=True)
+    def reader(self, keywords: Collection[str]) -> AttributeReader:
+        """Those of ``keywords`` the mapping sets, as rules to apply to any context."""
+        return AttributeReader(self, keywords)
+
+    def attribute_rule(self, keyword: str) -> AttributeRule | None:
+        """The rule of a top-level attribute, or of one in the (first, static) Scheduled
+        Procedure Step item, where most of what a step is about lives."""
+        rule = self.record.find(keyword)
+        if rule is not None:
+            return rule
+        sps = self.record.find(SPS_SEQUENCE_KEYWORD)
+        if sps is not None and isinstance(sps.items, StaticItems) and sps.items.items:
+            return sps.items.items[0].find(keyword)
+        return None
+
+    def locate(self, context: Context, keyword: str) -> str:
+        """The ERL of the HL7 field an item's attribute was mapped from in ``context``
+        ('' when unknown). An attribute the message left empty points at where the
+        mapping looks for it first, so a "missing" error names the field to fill in."""
+        rule = self.attribute_rule(keyword)
+        if rule is None or rule.value is None:
+            return ""
+        _, hit = rule.value.produce(context, None, False)
+        if hit is not None:
+            return hit.location()
+        return rule.primary.missing_location(context, None) if rule.primary is not None else ""
+
+    def from_message(self, context: Context, keyword: str) -> bool:
+        """Whether the message itself gave the attribute's value in ``context`` (not a
+        default, constant or derivation such as a derived Study Instance UID)."""
+        rule = self.attribute_rule(keyword)
+        if rule is None or rule.value is None:
+            return False
+        values, hit = rule.value.produce(context, None, False)
+        return bool(values) and hit is not None
+
+
+class AttributeReader:
+    """Some of a mapping's top-level attributes, read from a context of any message.
+
+    ADT messages carry no order, so no mapping routes them; their PID is read
+    with the patient attributes of an order mapping (bridge.orders.patients), so
+    a site's ADT and orders get the same Patient ID from the same rule.
+    """
+
+    __slots__ = ("_item", "keywords", "mapping")
+
+    def __init__(self, mapping: Mapping, keywords: Collection[str]) -> None:
+        self.mapping = mapping.name
+        self._item = ItemRule(tuple(r for r in mapping.record.attributes
+                                    if r.keyword in keywords))
+        self.keywords: tuple[str, ...] = tuple(r.keyword for r in self._item.attributes)
+
+    def read(self, ctx: Context) -> Dataset:
+        """The attributes; raises MappingError as the whole mapping would."""
+        return self._item.build(ctx, None)
+
+
+@dataclass(frozen=True, slots=True)
 class MappingResult:
+    """What MappingSet.map made of a message: one step per group, in message order."""
+
     mapping: str  # name of the mapping that routed
-    steps: list[Dataset]
+    mapping_path: Path
+    steps: list[MappedStep]
+    attributes: tuple[str, ...]  # the mapping's top-level attribute keywords (Mapping.attributes)
+
+    @property
+    def items(self) -> list[Dataset]:
+        """The worklist items alone."""
+        return [step.item for step in self.steps]
 
 
 class MappingSet:
@@ -499,7 +577,7 @@ class MappingSet:
             raise MappingError(codes.APPLICATION_INTERNAL_ERROR,
                                f"internal error in mapping {mapping.name}: "
                                f"{type(exc).__name__}", ack_code="AR") from exc
-        return MappingResult(mapping.name, steps)
+        return MappingResult(mapping.name, mapping.path, steps, mapping.attributes)
 
 
 def _routing_error(message: Message, stage: int) -> MappingError:

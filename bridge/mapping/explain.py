@@ -43,6 +43,7 @@ from bridge.mapping.engine import (
 from bridge.mapping.errors import MappingError
 from bridge.mapping.hooks import HookSource
 from bridge.mapping.paths import Anchor, Chain, FieldPath
+from bridge.mapping.provenance import group_label
 from bridge.mapping.scope import Context, Hit, SegRef, message_contexts
 from bridge.mapping.sources import JoinSource
 from bridge.mapping.stations import StationAetSource, StationNameSource, StationRules
@@ -196,9 +197,7 @@ class _Walker:
         contexts = groups or ([whole] if not self.mapping.group_by else [])
         out = []
         for i, ctx in enumerate(contexts):
-            label = " > ".join(f"{seg}^{ctx.scope[seg][0].seq}"
-                               for seg in self.mapping.group_by if ctx.scope.get(seg))
-            item = ItemExplanation(label)
+            item = ItemExplanation(group_label(ctx, self.mapping.group_by))
             self.walk(self.mapping.record, ctx, None, ("attributes",), 0, item.rows)
             self.study_uid(ctx, i, item.rows)
             out.append(item)
@@ -259,7 +258,7 @@ class _Walker:
 
     def study_uid(self, ctx: Context, index: int, rows: list[Row]) -> None:
         policy = self.mapping.study_uid
-        final = self.result.steps[index] if self.result is not None else None
+        final = self.result.steps[index].item if self.result is not None else None
         row_at = next((i for i, r in enumerate(rows)
                        if r.depth == 0 and r.attribute == "StudyInstanceUID"), None)
         if row_at is not None and rows[row_at].value:

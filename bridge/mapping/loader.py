@@ -67,7 +67,7 @@ from bridge.yamlsrc import (
 )
 
 if TYPE_CHECKING:
-    from bridge.config import MappingSettings
+    from bridge.mapping.settings import MappingSettings
 
 MAPPING_SUFFIXES = YAML_SUFFIXES
 BUILTIN_VARS = ("default_station_aet",)
@@ -201,7 +201,7 @@ class _FileCompiler(FileChecker):
             return None
         spec: MappingSpec | None = self.model(MappingSpec, data, ())
         raw_vars = data.get("vars") if isinstance(data.get("vars"), dict) else {}
-        self.setup_vars(spec.vars if spec is not None else raw_vars)
+        self.setup_vars((spec.vars if spec is not None else raw_vars) or {})
         if spec is not None:
             self.checker = StructureChecker(spec.match.versions)
             self.priority = spec.match.priority
@@ -456,7 +456,7 @@ class _FileCompiler(FileChecker):
         self.check_refs(refs, (*loc, "for_each"))
         if isinstance(path, FieldPath):
             segment = path.segment or (rel.segment if rel else None)
-            item_rel = (Relative("seg", segment) if path.field == 0
+            item_rel: Relative | None = (Relative("seg", segment) if path.field == 0
                         else Relative("rep", segment, path.field))
         else:
             item_rel = rel

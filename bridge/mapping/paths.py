@@ -485,7 +485,7 @@ class _Parser:
 
     def at_segment(self) -> bool:
         m = _SEG_ID.match(self.text, self.i)
-        return bool(m) and m.end() < len(self.text) and self.text[m.end()] in "(-"
+        return m is not None and m.end() < len(self.text) and self.text[m.end()] in "(-"
 
     def absolute(self, start: int, segment_only: bool = False) -> FieldPath:
         m = _SEG_ID.match(self.text, self.i)

@@ -20,10 +20,10 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from bridge.config import MappingSettings
 from bridge.mapping.engine import MappingSet
 from bridge.mapping.errors import MappingLoadError
 from bridge.mapping.loader import MAPPING_SUFFIXES, load_configured
+from bridge.mapping.settings import MappingSettings
 
 log = logging.getLogger(__name__)
 

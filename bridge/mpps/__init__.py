@@ -1,4 +1,4 @@
-"""The MPPS SCP (N-CREATE/N-SET handlers on the worklist's AE) and its state rules.
+"""The MPPS SCP (N-CREATE/N-SET handlers on the worklist's AE): validation and linking.
 
-Kept light on import: bridge.config imports bridge.mpps.settings.
+Status rules live in bridge/steps/.
 """

@@ -1,16 +1,16 @@
 """The MPPS SCP: N-CREATE and N-SET of Modality Performed Procedure Step (PS3.4 Annex F).
 
-It runs on the worklist's AE: ``WorklistSCP(..., extra_services=[mpps])`` adds
-``supported_contexts`` to the AE and ``handlers()`` to its server.
+It runs on the worklist's AE: the application layer hands it to ``WorklistSCP``
+as a ``DicomService`` (bridge/worklist/scp.py), which adds its
+``supported_contexts`` to the AE and its ``handlers()`` to the server.
 
 Threads: the handlers run in pynetdicom's association threads and call the
 store directly (``Store.write`` is thread-safe and serialised). One N-CREATE or
 N-SET is one transaction: the MPPS instance, the status of every linked
-procedure step (the ``sps_status`` column and the stored item's Scheduled
-Procedure Step Status) and the outbound status messages are committed
-together. After the commit, ``notify`` wakes the outbox sender; it must be
-safe to call from any thread (the sender's ``wake``, which uses
-``loop.call_soon_threadsafe``).
+procedure step and the outbound status messages (both through
+``bridge.steps.change_status``) are committed together. After the commit,
+``notify`` wakes the outbox sender; it must be safe to call from any thread
+(the sender's ``wake``, which uses ``loop.call_soon_threadsafe``).
 
 Statuses sent: 0x0000, or the failures listed in validate.py plus 0x0111
 (duplicate SOP Instance), 0x0112 (N-SET on an unknown instance), 0x0117 (a
@@ -27,22 +27,20 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import evt
-from pynetdicom.sop_class import ModalityPerformedProcedureStep
+from pynetdicom.dimse_primitives import N_CREATE, N_SET
+
+# pynetdicom makes its SOP classes at import time (into the module's globals()), so
+# a type checker cannot see them.
+from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
 from bridge.mpps import linking
-from bridge.mpps.rules import (
-    MPPS_FINAL,
-    ORC5_FOR_MPPS,
-    ORC5_FOR_SPS,
-    SPS_FOR_MPPS,
-    next_status_from_mpps,
-)
 from bridge.mpps.settings import MppsSettings
+from bridge.mpps.unscheduled import order_from_mpps
 from bridge.mpps.validate import (
     DUPLICATE_INSTANCE,
     ERROR_ID_FINAL,
@@ -57,8 +55,18 @@ from bridge.mpps.validate import (
     merge,
     valid_uid,
 )
-from bridge.outbound.events import StatusChange, StatusMessages, order_from_mpps, order_key
-from bridge.store import mpps_tx, outbox_tx
+from bridge.steps import (
+    MPPS_FINAL,
+    ORC5_FOR_MPPS,
+    SPS_FOR_MPPS,
+    Reporter,
+    Source,
+    StatusChange,
+    StepState,
+    change_status,
+    report,
+)
+from bridge.store import mpps_tx
 from bridge.store.base import Store, StoreError, StoreTx
 from bridge.store.mpps_tx import StepRecord
 
@@ -89,7 +97,7 @@ class MppsService:
     supported_contexts: tuple[str, ...] = (MPPS_SOP_CLASS,)
 
     def __init__(self, store: Store, settings: MppsSettings, *,
-                 messages: StatusMessages | None = None,
+                 messages: Reporter | None = None,
                  notify: Callable[[], None] | None = None) -> None:
         self._store = store
         self._settings = settings
@@ -102,7 +110,8 @@ class MppsService:
     # --- pynetdicom handlers (association threads) ---
 
     def _on_create(self, event: evt.Event) -> _Response:
-        request = event.request
+        # pynetdicom types Event.request as any DIMSE request; EVT_N_CREATE's is an N-CREATE.
+        request = cast(N_CREATE, event.request)
         uid = str(request.AffectedSOPInstanceUID or "")
         calling = _calling_aet(event)
         try:
@@ -123,7 +132,8 @@ class MppsService:
         return SUCCESS, reply
 
     def _on_set(self, event: evt.Event) -> _Response:
-        request = event.request
+        # pynetdicom types Event.request as any DIMSE request; EVT_N_SET's is an N-SET.
+        request = cast(N_SET, event.request)
         uid = str(request.RequestedSOPInstanceUID or "")
         calling = _calling_aet(event)
         try:
@@ -225,34 +235,27 @@ class MppsService:
                steps: Sequence[StepRecord]) -> MppsOutcome:
         """Move each linked step's status and queue the status messages."""
         status = _text(mpps, "PerformedProcedureStepStatus")
-        changes: list[StatusChange] = []
         changed, kept = [], []
+        queued = 0
+        now = datetime.now().astimezone()
         for step in steps:
-            decision = next_status_from_mpps(step.sps_status, status)
-            if not decision.changed:
-                # The conflict rule (rules.py): logged without patient data.
+            update = change_status(
+                tx, StepState(step.id, step.sps_status, step.item), SPS_FOR_MPPS[status],
+                source=Source.MPPS, reporter=self._messages, mpps=mpps, mpps_id=mpps_id,
+                now=now)
+            if not update.decision.changed:
+                # The conflict rule (bridge/steps/rules.py): logged without patient data.
                 LOGGER.info("MPPS %s: procedure step %d keeps %s (%s)", uid, step.id,
-                            decision.status, decision.reason)
+                            update.decision.status, update.decision.reason)
                 kept.append(step.id)
                 continue
-            updated = mpps_tx.set_step_status(tx, step, decision.status)
             changed.append(step.id)
-            changes.append(StatusChange(
-                order=updated.item, mpps=mpps, status=ORC5_FOR_SPS[decision.status],
-                sps_status=decision.status, scheduled=True,
-                order_key=order_key(updated.item, f"step:{step.id}"), mpps_id=mpps_id,
-                step_id=step.id))
-        if not steps and self._settings.unscheduled == "emit":
-            changes.append(StatusChange(
+            queued += update.queued
+        if not steps and self._settings.unscheduled == "emit" and self._messages is not None:
+            queued += report(tx, [StatusChange(
                 order=order_from_mpps(mpps), mpps=mpps, status=ORC5_FOR_MPPS[status],
                 sps_status=SPS_FOR_MPPS[status], scheduled=False, order_key=f"mpps:{uid}",
-                mpps_id=mpps_id))
-        queued = 0
-        if self._messages is not None and changes:
-            now = datetime.now().astimezone()
-            rows = [row for change in changes for row in self._messages.for_change(change,
-                                                                                     now=now)]
-            queued = len(outbox_tx.enqueue(tx, rows))
+                mpps_id=mpps_id)], self._messages, now=now)
         return MppsOutcome(uid, mpps_id, status, tuple(changed), tuple(kept), queued,
                            scheduled=bool(steps))
 

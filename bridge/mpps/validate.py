@@ -33,7 +33,7 @@ from pydicom import Dataset
 from pydicom.datadict import tag_for_keyword
 from pydicom.tag import BaseTag, Tag
 
-from bridge.mpps.rules import IN_PROGRESS, MPPS_FINAL, MPPS_STATUSES
+from bridge.steps.rules import IN_PROGRESS, MPPS_FINAL, MPPS_STATUSES
 
 INVALID_ATTRIBUTE_VALUE = 0x0106
 PROCESSING_FAILURE = 0x0110

@@ -22,12 +22,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Protocol
 
 from pydicom import Dataset
 
 from bridge.hl7 import ErrorDetail
-from bridge.mpps.rules import next_status_from_hl7
+from bridge.mapping import MappedStep, OrderControl
 from bridge.orders import errors
 from bridge.orders.checks import (
     conflict_rejection,
@@ -36,10 +37,10 @@ from bridge.orders.checks import (
     resolve_identity,
 )
 from bridge.orders.errors import Rejection
-from bridge.orders.groups import MappedGroups, OrderControl
-from bridge.orders.lifecycle import StepChange, decide_step, replaced, set_status
+from bridge.orders.lifecycle import StepChange, decide_step
 from bridge.orders.patients import patient_key, patient_part, text, with_patient
 from bridge.orders.settings import OrderControlRule, OrdersSettings
+from bridge.steps import Source, StepState, change_status, replaced, step_status
 from bridge.store.base import InboundMessage, StoreTx, UpsertOutcome
 from bridge.store.items import dumps_item
 from bridge.store.orders_tx import OrdersTx, PatientRecord, StoredStep
@@ -115,7 +116,7 @@ class Work(Protocol):
 
 def message_job(envelope: Envelope, work: Work | Rejection) -> Callable[[StoreTx], Outcome]:
     def job(tx: StoreTx) -> Outcome:
-        otx = OrdersTx(tx)  # type: ignore[arg-type]  # the SQL backends' tx
+        otx = OrdersTx(tx)
         key = envelope.key
         if key is not None and envelope.digest:  # no digest: a truncated (oversize) frame
             prior = otx.find_applied(*key)
@@ -162,9 +163,13 @@ def _rejected(otx: OrdersTx, envelope: Envelope, rejection: Rejection) -> Outcom
 
 @dataclass(frozen=True, slots=True)
 class OrderStep:
-    item: Dataset
+    mapped: MappedStep  # the item, and where in the message its values came from
     rule: OrderControlRule
-    control: OrderControl
+    control: OrderControl  # mapped.order_control, read once
+
+    @property
+    def item(self) -> Dataset:
+        return self.mapped.item
 
 
 def _with_identity(item: Dataset, key: tuple[str, str]) -> Dataset:
@@ -193,10 +198,9 @@ def _same_record(a: PatientRecord | None, b: PatientRecord) -> bool:
 class OrderWork:
     """An order message: each of its steps through the lifecycle, for one patient."""
 
-    def __init__(self, steps: Sequence[OrderStep], groups: MappedGroups,
-                 settings: OrdersSettings, patient_keywords: Sequence[str]) -> None:
+    def __init__(self, steps: Sequence[OrderStep], settings: OrdersSettings,
+                 patient_keywords: Sequence[str]) -> None:
         self.steps = list(steps)
-        self.groups = groups
         self.settings = settings
         self.patient_keywords = patient_keywords
 
@@ -216,7 +220,7 @@ class OrderWork:
                 done.flag("demographics_conflict")
         seen: set[tuple[str, str, str]] = set()
         writes_content = False
-        for index, step in enumerate(self.steps):
+        for step in self.steps:
             item = step.item
             if identity.redirected_from is not None:
                 item = _with_identity(item, identity.key)
@@ -231,25 +235,24 @@ class OrderWork:
                                 "two groups of this message name the same procedure step "
                                 "(Accession Number, Requested Procedure ID, SPS ID)")
             seen.add(order_key)
-            self._check_accession(otx, accession, identity.key, index, step, done)
+            self._check_accession(otx, accession, identity.key, step, done)
             existing = (otx.step_by_order(*order_key)
                         or otx.step_by_key(text(item, "StudyInstanceUID"), rpid, sps_id))
-
-            def locate(keyword: str, i: int = index) -> str:
-                return self.groups.locate(i, keyword)
-
-            def uid_sent(i: int = index) -> bool:
-                return self.groups.mapped_from_message(i, "StudyInstanceUID")
-
-            decision = decide_step(item, step.rule, existing, s, control=step.control,
-                                   locate=locate, uid_from_message=uid_sent)
+            decision = decide_step(
+                item, step.rule, existing, s, control=step.control, locate=step.mapped.locate,
+                uid_from_message=partial(step.mapped.from_message, "StudyInstanceUID"))
             if decision.note:
                 done.flag(decision.note)
             if decision.change is StepChange.INSERT:
                 done.count(otx.insert_step(decision.item, message_id))
             elif decision.change is StepChange.REPLACE:
-                assert decision.step_id is not None
-                done.count(otx.replace_step(decision.step_id, decision.item, message_id))
+                assert existing is not None and decision.step_id == existing.id
+                # The lifecycle decided the status under the conflict rule; the write
+                # (content and status together) goes through the one status function.
+                done.count(change_status(
+                    otx.tx, StepState(existing.id, existing.status, existing.item),
+                    step_status(decision.item), source=Source.HL7, content=decision.item,
+                    message_id=message_id).written)
             else:
                 done.count(decision.change)
             writes_content = writes_content or step.rule.action != "status"
@@ -258,7 +261,7 @@ class OrderWork:
         return done
 
     def _check_accession(self, otx: OrdersTx, accession: str, key: tuple[str, str],
-                         index: int, step: OrderStep, done: Applied) -> None:
+                         step: OrderStep, done: Applied) -> None:
         if not accession:
             return
         others = otx.accession_owners(accession) - {key}
@@ -270,7 +273,7 @@ class OrderWork:
             done.flag("accession_other_patient")
             return
         raise Rejection("AR", errors.DUPLICATE_KEY,
-                        self.groups.locate(index, "AccessionNumber") or step.control.location,
+                        step.mapped.locate("AccessionNumber") or step.control.location,
                         f"Accession Number {accession!r} belongs to an order of another "
                         "patient",
                         log_text="the Accession Number belongs to an order of another patient")
@@ -452,10 +455,8 @@ class ResultWork:
                 done.flag("no_matching_order")
                 continue
             for step in steps:
-                status = next_status_from_hl7(step.status, r.status).status
-                if status == step.status:  # already final: the first terminal status stays
-                    done.count(StepChange.UNCHANGED)
-                    continue
-                done.count(otx.replace_step(step.id, set_status(step.item, status),
-                                            message_id))
+                # Already final: the first terminal status stays (bridge/steps/rules.py).
+                update = change_status(otx.tx, StepState(step.id, step.status, step.item),
+                                       r.status, source=Source.RESULT, message_id=message_id)
+                done.count(update.written)
         return done

@@ -18,13 +18,12 @@ with the original ACK.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from bridge.config import MllpSettings
 from bridge.hl7 import (
+    AckControlIds,
     CharsetError,
     ErrorDetail,
     HL7ParseError,
@@ -36,13 +35,13 @@ from bridge.hl7 import (
     read_header,
     read_header_bytes,
 )
+from bridge.hl7.settings import MllpSettings
 from bridge.mapping import MappingSet
 from bridge.orders import errors
 from bridge.orders.apply import Envelope, Outcome, Work, message_job
 from bridge.orders.errors import Rejection
 from bridge.orders.intake import Intake
 from bridge.orders.replay import RecentAcks, ReplayKey, content_hash, replay_key
-from bridge.orders.retention import Retention
 from bridge.orders.settings import OrdersSettings
 from bridge.store import CommitQueue, InboundMessage, StoreTx
 from bridge.store.orders_tx import OrdersTx
@@ -55,22 +54,22 @@ class Ingest:
 
     def __init__(self, mappings: Callable[[], MappingSet], commits: CommitQueue,
                  settings: MllpSettings, *, log_phi: bool = False,
-                 orders: OrdersSettings | None = None) -> None:
+                 orders: OrdersSettings | None = None,
+                 ack_ids: AckControlIds | None = None) -> None:
         self._commits = commits
         self._settings = settings
         self._log_phi = log_phi
         self._orders = orders or OrdersSettings()
         self._intake = Intake(mappings, self._orders)
         self._recent = RecentAcks(self._orders.messages.replay_cache)
-        self._retention = Retention(commits, self._orders.messages)
-        self._ack_ids = itertools.count(1)
+        self._ack_ids = ack_ids or AckControlIds()
 
     async def open(self) -> None:
-        """Warm the resend cache from the message log and start the retention purge."""
+        """Warm the resend cache from the message log."""
         size = self._orders.messages.replay_cache
         if size > 0:
             rows = await self._commits.submit(
-                lambda tx: OrdersTx(tx).recent_applied(size))  # type: ignore[arg-type]
+                lambda tx: OrdersTx(tx).recent_applied(size))
             for application, facility, control_id, digest, ack in rows:
                 if digest:
                     self._recent.put(ReplayKey(application, facility, control_id), digest, ack)
@@ -78,10 +77,9 @@ class Ingest:
             log.warning("orders.accession_other_patient is allow_with_warning: an Accession "
                         "Number may be reused for another patient; every such message is "
                         "flagged")
-        self._retention.start()
 
     async def close(self) -> None:
-        await self._retention.stop()
+        """Nothing to release today; the listener service calls it on stop."""
 
     @property
     def cached_resends(self) -> int:
@@ -206,7 +204,7 @@ class Ingest:
     def _ack(self, header: Segment, code: str, *, codec: str,
              errors: Sequence[ErrorDetail] = ()) -> bytes:
         now = datetime.now()
-        control_id = f"{now:%Y%m%d%H%M%S}{next(self._ack_ids) % 1_000_000:06d}"
+        control_id = self._ack_ids.next(now)
         text = build_ack(header, code, errors=errors, control_id=control_id, now=now)
         return encode_text(text, codec)
 

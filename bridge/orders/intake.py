@@ -22,7 +22,7 @@ from datetime import date
 from pydicom import Dataset
 
 from bridge.hl7 import Message, Segment
-from bridge.mapping import MappingError, MappingSet
+from bridge.mapping import AttributeReader, MappingError, MappingSet
 from bridge.mapping.engine import Mapping
 from bridge.mapping.paths import Chain, PathSyntax
 from bridge.mapping.scope import Context, message_contexts
@@ -39,9 +39,13 @@ from bridge.orders.apply import (
 )
 from bridge.orders.checks import check_patient
 from bridge.orders.errors import Rejection
-from bridge.orders.groups import MappedGroups, find_mapping
 from bridge.orders.lifecycle import ControlTable
-from bridge.orders.patients import PatientReader, choose_patient_mapping, patient_key
+from bridge.orders.patients import (
+    choose_patient_mapping,
+    patient_key,
+    patient_keywords,
+    patient_reader,
+)
 from bridge.orders.settings import OrdersSettings
 
 log = logging.getLogger(__name__)
@@ -72,14 +76,14 @@ class Intake:
         self._rpid: Chain | None = (syntax.chain(r.requested_procedure_id)[0]
                                     if r.requested_procedure_id else None)
         # Readers are compiled per mapping object, so a hot reload gets fresh ones.
-        self._readers: dict[int, tuple[Mapping, PatientReader]] = {}
+        self._readers: dict[int, tuple[Mapping, AttributeReader]] = {}
 
-    def _reader(self, mapping: Mapping) -> PatientReader:
+    def _reader(self, mapping: Mapping) -> AttributeReader:
         cached = self._readers.get(id(mapping))
         if cached is None or cached[0] is not mapping:
             if len(self._readers) > 64:
                 self._readers.clear()
-            cached = (mapping, PatientReader(mapping))
+            cached = (mapping, patient_reader(mapping))
             self._readers[id(mapping)] = cached
         return cached[1]
 
@@ -108,31 +112,29 @@ class Intake:
                 log.error("mapping fault on message %s", message.control_id,
                           exc_info=exc.__cause__)
             return Prepared(from_mapping_error(exc))
-        mapping = find_mapping(mapping_set, result.mapping)
         if not result.steps:
             return Prepared(Rejection("AE", errors.SEGMENT_SEQUENCE_ERROR, "",
-                                      f"mapping {mapping.name} made no worklist item"),
-                            mapping.name)
-        groups = MappedGroups(mapping, message, result.steps)
+                                      f"mapping {result.mapping} made no worklist item"),
+                            result.mapping)
         steps = []
-        for index, item in enumerate(result.steps):
-            control = groups.order_control(index)
-            steps.append(OrderStep(item, self._table.lookup(control), control))
-        check_patient(result.steps[0], message.first("PID"), self.settings.patients,
+        for mapped in result.steps:
+            control = mapped.order_control
+            steps.append(OrderStep(mapped, self._table.lookup(control), control))
+        check_patient(result.steps[0].item, message.first("PID"), self.settings.patients,
                       today=self._today())
-        reader = self._reader(mapping)
-        return Prepared(OrderWork(steps, groups, self.settings, reader.keywords), mapping.name)
+        return Prepared(OrderWork(steps, self.settings, patient_keywords(result.attributes)),
+                        result.mapping)
 
     # --- ADT ------------------------------------------------------------------------
 
-    def _patient_reader(self) -> PatientReader:
+    def _patient_reader(self) -> AttributeReader:
         try:
             mapping = choose_patient_mapping(self._mappings(), self.settings.adt.patient_mapping)
         except LookupError as exc:
             raise Rejection("AR", errors.INTERNAL_ERROR, "", str(exc)) from None
         return self._reader(mapping)
 
-    def _read_patient(self, reader: PatientReader, ctx: Context, pid: Segment | None
+    def _read_patient(self, reader: AttributeReader, ctx: Context, pid: Segment | None
                       ) -> Dataset:
         try:
             patient = reader.read(ctx)
@@ -146,7 +148,7 @@ class Intake:
         whole, _ = message_contexts(message)
         patient = self._read_patient(reader, whole, message.first("PID"))
         return Prepared(PatientUpdateWork(patient, reader.keywords, self.settings),
-                        reader.mapping_name)
+                        reader.mapping)
 
     def _merge(self, message: Message, event: str, *, change_id: bool) -> Prepared:
         reader = self._patient_reader()
@@ -167,7 +169,7 @@ class Intake:
                                 f"ADT^{event} needs MRG-1 (the prior patient identifier)")
             pairs.append(MergePair(patient, prior, pid.seq, mrg_seq))
         return Prepared(MergeWork(pairs, reader.keywords, self.settings, change_id=change_id,
-                                  event=event), reader.mapping_name)
+                                  event=event), reader.mapping)
 
     # --- ORU ------------------------------------------------------------------------
 

@@ -23,19 +23,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from pydicom import Dataset
-from pydicom.datadict import dictionary_VR, keyword_dict
-from pydicom.dataelem import DataElement
-from pydicom.tag import Tag
 
-from bridge.mpps.rules import next_status_from_hl7
+from bridge.mapping import OrderControl
 from bridge.orders import errors
 from bridge.orders.errors import Rejection
-from bridge.orders.groups import OrderControl
 from bridge.orders.settings import OrderControlRule, OrdersSettings
+from bridge.steps import next_status, replaced
+from bridge.steps import with_status as set_status
 from bridge.store.items import dumps_item
 from bridge.store.orders_tx import StoredStep
-
-SPS = "ScheduledProcedureStepSequence"
 
 
 class ControlTable:
@@ -80,34 +76,6 @@ class StepDecision:
     note: str = ""  # a flag for the message log (e.g. a Study UID the message disagreed on)
 
 
-def step_status(item: Dataset) -> str:
-    seq = item.get(SPS)
-    if not seq:
-        return ""
-    return str(seq[0].get("ScheduledProcedureStepStatus", "") or "")
-
-
-def replaced(ds: Dataset, keyword: str, value: object) -> Dataset:
-    """A shallow copy of ``ds`` with one attribute set to a new element.
-
-    Elements are shared with ``ds`` and never changed in place (a deep copy of
-    a worklist item costs about a millisecond; this a few microseconds).
-    """
-    elements = dict(ds.items())
-    tag = Tag(keyword_dict[keyword])
-    elements[tag] = DataElement(tag, dictionary_VR(tag), value)
-    return Dataset(elements)
-
-
-def set_status(item: Dataset, status: str) -> Dataset:
-    """A copy of ``item`` with its SPS status set (``item`` is not changed)."""
-    seq = item.get(SPS)
-    if not seq or seq[0].get("ScheduledProcedureStepStatus") == status:
-        return item
-    sps = replaced(seq[0], "ScheduledProcedureStepStatus", status)
-    return replaced(item, SPS, [sps, *list(seq)[1:]])
-
-
 def _keep_keys(incoming: Dataset, stored: Dataset) -> tuple[Dataset, bool]:
     """``incoming`` with the stored Study Instance UID; True when they differed."""
     stored_uid = str(stored.get("StudyInstanceUID", "") or "")
@@ -134,9 +102,9 @@ def decide_step(incoming: Dataset, rule: OrderControlRule, existing: StoredStep 
                             "with this Accession Number, Requested Procedure ID and SPS ID)")
         return StepDecision(StepChange.INSERT, set_status(incoming, rule.status))
 
-    # The conflict rule shared with MPPS (bridge/mpps/rules.py): a finished step
+    # The conflict rule of every path (bridge/steps/rules.py): a finished step
     # is never reopened, and a step a modality has started does not go back.
-    status = next_status_from_hl7(existing.status, rule.status).status
+    status = next_status(existing.status, rule.status).status
     if rule.action == "status":
         item = set_status(existing.item, status)
         return _replace_or_keep(item, existing)

@@ -2,9 +2,9 @@
 
 ADT messages carry no order, so no mapping routes them. Their PID is read with
 the patient rules of an order mapping (``orders.adt.patient_mapping``, by
-default the first mapping): a site that picks its Patient ID from the HOSP
-repetition of PID-3, or reorders names, gets the same values from ADT as from
-its orders, without a second mapping to keep in step.
+default the first mapping, through Mapping.reader): a site that picks its
+Patient ID from the HOSP repetition of PID-3, or reorders names, gets the same
+values from ADT as from its orders, without a second mapping to keep in step.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from collections.abc import Iterable
 
 from pydicom import Dataset
 from pydicom.datadict import keyword_dict
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.tag import BaseTag, Tag
 
-from bridge.mapping import MappingSet
-from bridge.mapping.engine import AttributeRule, Mapping
-from bridge.mapping.scope import Context
+from bridge.mapping import AttributeReader, MappingSet
+from bridge.mapping.engine import Mapping
 from bridge.store.names import normalise_name
 
 # The DICOM Patient Identification / Demographic attributes a worklist item
@@ -36,38 +35,31 @@ PATIENT_KEYWORDS = (
 _TAGS: dict[str, BaseTag] = {k: Tag(keyword_dict[k]) for k in PATIENT_KEYWORDS}
 
 
+def patient_keywords(attributes: Iterable[str]) -> tuple[str, ...]:
+    """The patient attributes among a mapping's (MappingResult.attributes), in its order."""
+    return tuple(k for k in attributes if k in _TAGS)
+
+
 def choose_patient_mapping(mappings: MappingSet, name: str) -> Mapping:
     """The named mapping, or the first one that maps PatientID."""
     for mapping in mappings.mappings:
         if name and mapping.name == name:
             return mapping
-        if not name and mapping.record.find("PatientID") is not None:
+        if not name and "PatientID" in mapping.attributes:
             return mapping
     if name:
         raise LookupError(f"orders.adt.patient_mapping names {name!r}, which is not loaded")
     raise LookupError("no loaded mapping maps PatientID, so ADT messages cannot be read")
 
 
-class PatientReader:
-    """The patient rules of one mapping, applied to any message context."""
-
-    def __init__(self, mapping: Mapping) -> None:
-        self.mapping_name = mapping.name
-        self._rules: tuple[AttributeRule, ...] = tuple(
-            r for r in mapping.record.attributes if r.keyword in PATIENT_KEYWORDS)
-        self.keywords: tuple[str, ...] = tuple(r.keyword for r in self._rules)
-
-    def read(self, ctx: Context) -> Dataset:
-        """The patient attributes; raises MappingError like the mapping would."""
-        elements: dict[BaseTag, DataElement] = {}
-        for rule in self._rules:
-            rule.apply(ctx, None, elements)
-        return Dataset(elements)
+def patient_reader(mapping: Mapping) -> AttributeReader:
+    """The patient rules of one mapping, to apply to any message context."""
+    return mapping.reader(PATIENT_KEYWORDS)
 
 
 def patient_part(item: Dataset, keywords: Iterable[str] = PATIENT_KEYWORDS) -> Dataset:
     """The patient-level attributes of a worklist item (elements shared, not copied)."""
-    elements = {}
+    elements: dict[BaseTag, DataElement | RawDataElement] = {}
     for keyword in keywords:
         tag = _TAGS[keyword]
         if tag in item:

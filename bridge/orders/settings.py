@@ -1,31 +1,22 @@
 """The ``orders`` configuration section: order control table, checks, policies, retention.
 
-Kept beside the code it configures; ``bridge.config.Settings`` holds it as
+Kept beside the code it configures; ``bridge.app.settings.Settings`` holds it as
 ``orders``. Every policy has a safe default, documented in docs/orders.md and
 mwl-bridge.example.yaml.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-_CS = re.compile(r"^[A-Z0-9_ ]{1,16}$")  # DICOM VR CS: what an SPS status may hold
+from bridge.section import Section, sps_status
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+OrderAction = Literal["new", "change", "status"]
 
 
-def _sps_status(value: str) -> str:
-    if not _CS.match(value):
-        raise ValueError("an SPS status is 1-16 characters A-Z, 0-9, _ or space (VR CS)")
-    return value
-
-
-class OrderControlRule(_Section):
+class OrderControlRule(Section):
     """One row of the ORC-1/ORC-5 table.
 
     ``action`` says what the message does to the order: ``new`` creates it
@@ -37,13 +28,13 @@ class OrderControlRule(_Section):
     control: list[str] = Field(min_length=1, description="ORC-1 values")
     order_status: list[str] = Field(default_factory=lambda: ["*"],
                                     description='ORC-5 values; "" empty, "*" any')
-    action: Literal["new", "change", "status"]
+    action: OrderAction
     status: str
 
-    _check_status = field_validator("status")(classmethod(lambda cls, v: _sps_status(v)))
+    _check_status = field_validator("status")(classmethod(lambda cls, v: sps_status(v)))
 
 
-def _rule(control: list[str], order_status: list[str], action: str,
+def _rule(control: list[str], order_status: list[str], action: OrderAction,
           status: str) -> OrderControlRule:
     return OrderControlRule(control=control, order_status=order_status, action=action,
                             status=status)
@@ -69,7 +60,7 @@ def default_order_control() -> list[OrderControlRule]:
     ]
 
 
-class PatientChecks(_Section):
+class PatientChecks(Section):
     # HL7 table 0001 (administrative sex); [] turns the check off.
     sex_codes: list[str] = Field(default_factory=lambda: ["F", "M", "O", "U", "A", "N"])
     require_family_name: bool = True
@@ -85,7 +76,7 @@ class PatientChecks(_Section):
     merge_of_merged: Literal["reject", "follow"] = "reject"
 
 
-class AdtSettings(_Section):
+class AdtSettings(Section):
     # Events whose PID replaces the patient's demographics on every stored item.
     update_events: list[str] = Field(
         default_factory=lambda: ["A01", "A04", "A05", "A08", "A28", "A31"])
@@ -96,7 +87,7 @@ class AdtSettings(_Section):
     patient_mapping: str = ""
 
 
-class ResultSettings(_Section):
+class ResultSettings(Section):
     enabled: bool = True
     final_statuses: list[str] = Field(default_factory=lambda: ["F"])  # OBR-25 values
     status: str = "COMPLETED"
@@ -104,7 +95,7 @@ class ResultSettings(_Section):
     requested_procedure_id: str = "OBR-19"
     unknown_order: Literal["accept", "reject"] = "accept"
 
-    _check_status = field_validator("status")(classmethod(lambda cls, v: _sps_status(v)))
+    _check_status = field_validator("status")(classmethod(lambda cls, v: sps_status(v)))
 
     @field_validator("accession", "requested_procedure_id")
     @classmethod
@@ -120,7 +111,7 @@ class ResultSettings(_Section):
         return value
 
 
-class MessageLogSettings(_Section):
+class MessageLogSettings(Section):
     # Accepted (AA) messages are purged after this many days; 0 keeps them forever.
     accepted_days: float = Field(default=30.0, ge=0)
     # Rejected messages (dead letters) likewise; 0 keeps them until deleted.
@@ -131,7 +122,7 @@ class MessageLogSettings(_Section):
     replay_cache: int = Field(default=20000, ge=0)
 
 
-class OrdersSettings(_Section):
+class OrdersSettings(Section):
     order_control: list[OrderControlRule] = Field(default_factory=default_order_control)
     # XO, CA, SC, ... for an order the bridge has never seen.
     unknown_order: Literal["create", "reject"] = "create"

@@ -1,8 +1,9 @@
 """From one procedure status change to the outbox rows for every destination.
 
-Pure (no I/O): the MPPS handlers call ``StatusMessages.for_change`` inside the
-store transaction that changes the status, and queue what it returns in the
-same transaction.
+Pure (no I/O): ``StatusMessages`` is the ``bridge.steps.Reporter`` the
+application layer hands to every source of status changes; ``change_status``
+calls ``for_change`` inside the store transaction that changes the status, and
+queues what it returns in the same transaction.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydicom import Dataset
 
 from bridge.outbound.profile import BuildError, OutboundProfile
 from bridge.outbound.profile import convert as _convert
+from bridge.steps import StatusChange
 from bridge.store.outbox_tx import NewMessage
 
 log = logging.getLogger(__name__)
@@ -35,20 +37,6 @@ class Destination:
     events: frozenset[str] = frozenset({"IP", "CM", "DC"})
 
 
-@dataclass(frozen=True, slots=True)
-class StatusChange:
-    """One step's status change (or an unscheduled MPPS's), about to be reported."""
-
-    order: Dataset  # the stored worklist item after the change (or one made from the MPPS)
-    mpps: Dataset
-    status: str  # HL7 ORC-5: IP, CM, DC
-    sps_status: str
-    scheduled: bool
-    order_key: str
-    mpps_id: int | None = None
-    step_id: int | None = None
-
-
 def new_control_id(now: datetime) -> str:
     """MSH-10: 20 characters, the time then 8 random hex digits.
 
@@ -58,47 +46,9 @@ def new_control_id(now: datetime) -> str:
     return f"{now:%y%m%d%H%M%S}{secrets.token_hex(4).upper()}"
 
 
-def order_key(order: Dataset, fallback: str) -> str:
-    """What "the same order" means for delivery order: the RIS's order numbers,
-    else the accession number, else ``fallback`` (e.g. the step's row id)."""
-    placer = _text(order, "PlacerOrderNumberImagingServiceRequest")
-    filler = _text(order, "FillerOrderNumberImagingServiceRequest")
-    if placer or filler:
-        return f"order:{placer}/{filler}"
-    accession = _text(order, "AccessionNumber")
-    return f"accession:{accession}" if accession else fallback
-
-
 def _text(ds: Dataset, keyword: str) -> str:
     value = ds.get(keyword)
     return "" if value is None else str(value).strip()
-
-
-def order_from_mpps(mpps: Dataset) -> Dataset:
-    """The order an unscheduled MPPS stands for, made from its own attributes, so that
-    the same profiles build its status message."""
-    order = Dataset()
-    for keyword in ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate",
-                    "PatientSex"):
-        if keyword in mpps:
-            order[keyword] = mpps[keyword]
-    items = mpps.get("ScheduledStepAttributesSequence")
-    first = items[0] if items else Dataset()
-    for keyword in ("AccessionNumber", "RequestedProcedureID", "StudyInstanceUID",
-                    "RequestedProcedureDescription", "PlacerOrderNumberImagingServiceRequest",
-                    "FillerOrderNumberImagingServiceRequest"):
-        if keyword in first:
-            order[keyword] = first[keyword]
-    if mpps.get("ProcedureCodeSequence"):
-        order.RequestedProcedureCodeSequence = mpps.ProcedureCodeSequence
-    sps = Dataset()
-    sps.Modality = _text(mpps, "Modality")
-    sps.ScheduledStationAETitle = _text(mpps, "PerformedStationAETitle")
-    sps.ScheduledProcedureStepID = _text(first, "ScheduledProcedureStepID")
-    sps.ScheduledProcedureStepStartDate = _text(mpps, "PerformedProcedureStepStartDate")
-    sps.ScheduledProcedureStepStartTime = _text(mpps, "PerformedProcedureStepStartTime")
-    order.ScheduledProcedureStepSequence = [sps]
-    return order
 
 
 def event_time(mpps: Dataset, status: str, now: datetime) -> str:

@@ -38,7 +38,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,28 +46,15 @@ from typing import Any
 from bridge.hl7.client import MllpClient, ack_code_of, acked_control_id_of
 from bridge.outbound.settings import OutboundDestination
 from bridge.outbound.tls import destination_contexts, server_name
-from bridge.store import outbox_tx
+from bridge.store import Submit, outbox_tx, thread_submit
 from bridge.store.base import Store, StoreTx
 from bridge.store.outbox_tx import OutboxMessage
 from bridge.store.sqltx import parse_stamp
 
 log = logging.getLogger(__name__)
 
-Submit = Callable[[Callable[[StoreTx], Any]], Awaitable[Any]]
 DONE_CODES = frozenset({"AA", "CA"})
 DEAD_CODES = frozenset({"AE", "AR", "CR"})
-
-
-def thread_submit(store: Store) -> Submit:
-    """A ``submit`` without a CommitQueue: one transaction per outcome, in a thread."""
-
-    async def submit(job: Callable[[StoreTx], Any]) -> Any:
-        (result,) = await asyncio.to_thread(store.write, [job])
-        if isinstance(result, BaseException):
-            raise result
-        return result
-
-    return submit
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The ``outbound`` configuration section: status message destinations.
 
-Kept beside the code it configures; ``bridge.config.Settings`` holds it as
+Kept beside the code it configures; ``bridge.app.settings.Settings`` holds it as
 ``outbound``. Documented in docs/mpps-outbound.md and mwl-bridge.example.yaml.
 """
 
@@ -9,16 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from bridge.section import Section
 from bridge.tls import TlsSettings
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 MESSAGE_TYPES = ("ORM^O01", "OMG^O19", "OMI^O23", "ORU^R01")
+Event = Literal["IP", "CM", "DC"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _all_events() -> list[Event]:
+    return ["IP", "CM", "DC"]
 
 
 class DestinationTls(TlsSettings):
@@ -44,7 +46,7 @@ class DestinationTls(TlsSettings):
         return self
 
 
-class OutboundDestination(_Section):
+class OutboundDestination(Section):
     """One MLLP receiver of status messages (usually the RIS)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=64)
@@ -59,8 +61,7 @@ class OutboundDestination(_Section):
     receiving_facility: str = ""  # MSH-6
     # MSH-18, HL7 table 0211; the message is encoded in it. "" means ASCII.
     charset: str = "UNICODE UTF-8"
-    events: list[Literal["IP", "CM", "DC"]] = Field(
-        default_factory=lambda: ["IP", "CM", "DC"], min_length=1)
+    events: list[Event] = Field(default_factory=_all_events, min_length=1)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     ack_timeout_s: float = Field(default=30.0, gt=0)
     # Retry after a timeout or a lost connection: initial, doubling, capped.
@@ -91,7 +92,7 @@ class OutboundDestination(_Section):
         return self
 
 
-class OutboundSettings(_Section):
+class OutboundSettings(Section):
     # Folders or files of outbound profiles (every *.yaml directly inside, in name order).
     profiles: list[Path] = Field(default_factory=lambda: [Path("mappings/outbound")])
     sending_application: str = "MWLBRIDGE"  # MSH-3

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bridge.config import Settings
+from pathlib import Path
+
 from bridge.store.base import (
     InboundMessage,
     StepRow,
@@ -11,7 +12,7 @@ from bridge.store.base import (
     StoreTx,
     UpsertOutcome,
 )
-from bridge.store.commit_queue import CommitQueue
+from bridge.store.commit_queue import CommitQueue, Submit, thread_submit
 from bridge.store.query import (
     AnyOf,
     Column,
@@ -23,22 +24,23 @@ from bridge.store.query import (
     Wildcard,
     WorklistQuery,
 )
+from bridge.store.settings import StoreSettings
 from bridge.store.sqlite import SqliteStore
 
 __all__ = [
     "AnyOf", "Column", "CommitQueue", "Exact", "InboundMessage", "ItemPath", "Match", "NoneOf",
-    "Range", "SqliteStore", "StepRow", "Store", "StoreError", "StoreTx", "UpsertOutcome",
-    "Wildcard", "WorklistQuery", "open_store",
+    "Range", "SqliteStore", "StepRow", "Store", "StoreError", "StoreTx", "Submit",
+    "UpsertOutcome", "Wildcard", "WorklistQuery", "open_store", "thread_submit",
 ]
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: StoreSettings, data_dir: Path) -> Store:
     """The configured backend, migrated to the newest schema."""
-    if settings.store.backend == "postgresql":
+    if settings.backend == "postgresql":
         from bridge.store.postgresql import PostgresStore
 
-        store: Store = PostgresStore(settings.store.postgresql_dsn)
+        store: Store = PostgresStore(settings.postgresql_dsn)
     else:
-        store = SqliteStore(settings.sqlite_path)
+        store = SqliteStore(settings.sqlite_file(data_dir))
     store.migrate()
     return store

@@ -2,9 +2,10 @@
 
 Threading rule (the one place where asyncio and pynetdicom's threads meet):
 every Store method is synchronous and safe to call from any thread. Reads
-(``query``, ``list_steps``) use a connection per calling thread. Writes go
-through ``write``, which a single writer serialises; the asyncio side never
-calls ``write`` on the event loop but through ``CommitQueue`` (commit_queue.py),
+(``query``, ``list_steps``) use a small pool of connections (not one per
+thread: pynetdicom starts a thread per association). Writes go through
+``write``, which a single writer serialises; the asyncio side never calls
+``write`` on the event loop but through ``CommitQueue`` (commit_queue.py),
 which runs batches on its own thread and resolves futures on the loop.
 """
 
@@ -58,12 +59,52 @@ class StepRow:
     updated_at: str
 
 
+class Cursor(Protocol):
+    """The part of a DB-API 2 cursor the store's SQL uses (sqlite3's and psycopg's).
+
+    Rows are sequences of column values whose types depend on the column and the
+    driver, so ``fetch*`` stay untyped: each caller converts the values it reads.
+    """
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> object: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def fetchmany(self, size: int = ...) -> list[Any]: ...
+
+
 class StoreTx(Protocol):
-    """What a write job may do inside its transaction."""
+    """What a write job may do inside its transaction (the one ``Store.write`` opens).
 
-    def record_message(self, message: InboundMessage) -> int: ...
+    Valid only while the job runs. Besides the typed operations below, the store
+    modules that keep their own tables (orders_tx.py, mpps_tx.py, outbox_tx.py) run
+    their SQL on ``cur``, with ``param`` as the backend's parameter mark.
+    """
 
-    def upsert_step(self, item: Dataset, message_id: int | None = None) -> UpsertOutcome: ...
+    @property
+    def cur(self) -> Cursor:
+        """The transaction's cursor (SQL in the subset SQLite and PostgreSQL share)."""
+
+    @property
+    def param(self) -> str:
+        """The backend's parameter mark: ``?`` or ``%s``."""
+
+    def record_message(self, message: InboundMessage, *, content_hash: str = "",
+                       flags: str = "", outcome: str = "", replay_of: int | None = None
+                       ) -> int: ...
+
+    def upsert_step(self, item: Dataset, message_id: int | None = None) -> UpsertOutcome:
+        """Insert the step, or update the one with its key (Study Instance UID,
+        Requested Procedure ID, SPS ID)."""
+
+    def replace_step(self, step_id: int, item: Dataset, message_id: int | None = None
+                     ) -> UpsertOutcome:
+        """Replace the stored step ``step_id`` in place, index values included."""
 
 
 class StoreError(Exception):
@@ -81,7 +122,7 @@ class Store(ABC):
     def schema_version(self) -> int: ...
 
     @abstractmethod
-    def write(self, jobs: Sequence[Callable[[StoreTx], Any]]) -> list[Any]:
+    def write(self, jobs: Sequence[Callable[[StoreTx], T]]) -> list[T | Exception]:
         """Run jobs in one transaction, each in its own savepoint.
 
         Returns one entry per job: its result, or the exception it raised (that

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bridge.store.base import Store, StoreTx
@@ -20,6 +20,22 @@ from bridge.store.base import Store, StoreTx
 log = logging.getLogger(__name__)
 
 _STOP = object()
+
+# How asyncio code runs a write job and awaits its committed result: a
+# CommitQueue's ``submit`` in the daemon, ``thread_submit`` elsewhere.
+Submit = Callable[[Callable[[StoreTx], Any]], Awaitable[Any]]
+
+
+def thread_submit(store: Store) -> Submit:
+    """A ``submit`` without a CommitQueue: one transaction per job, in a thread."""
+
+    async def submit(job: Callable[[StoreTx], Any]) -> Any:
+        (result,) = await asyncio.to_thread(store.write, [job])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    return submit
 
 
 class CommitQueue:

@@ -8,7 +8,7 @@ committed together or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from pydicom import Dataset
 from bridge.store.base import Store, StoreTx
 from bridge.store.items import dumps_item, loads_item
 from bridge.store.query import Column
-from bridge.store.sqltx import reading, stamp, tx_sql
+from bridge.store.sqltx import reading, stamp
 
 _STEP_MATCH_COLUMNS = frozenset(c.value for c in Column) | {
     "placer_order_number", "filler_order_number"}
@@ -61,7 +61,7 @@ def _mpps(row: Sequence[Any], step_ids: tuple[int, ...] = ()) -> MppsRecord:
 
 
 def find_mpps(tx: StoreTx, sop_instance_uid: str) -> MppsRecord | None:
-    cur, p = tx_sql(tx)
+    cur, p = tx.cur, tx.param
     cur.execute(f"SELECT {_MPPS_COLUMNS} FROM mpps WHERE sop_instance_uid = {p}",
                 (sop_instance_uid,))
     row = cur.fetchone()
@@ -75,7 +75,7 @@ def insert_mpps(tx: StoreTx, *, sop_instance_uid: str, status: str, calling_aet:
                 station_aet: str, modality: str, item: Dataset, step_ids: Iterable[int],
                 note: str = "") -> int:
     """Store a new instance and its links. The caller has checked it is new."""
-    cur, p = tx_sql(tx)
+    cur, p = tx.cur, tx.param
     ids = sorted(set(step_ids))
     now = stamp()
     cur.execute(
@@ -93,7 +93,7 @@ def insert_mpps(tx: StoreTx, *, sop_instance_uid: str, status: str, calling_aet:
 
 def update_mpps(tx: StoreTx, mpps_id: int, *, status: str, item: Dataset,
                 note: str | None = None) -> None:
-    cur, p = tx_sql(tx)
+    cur, p = tx.cur, tx.param
     sets = f"status = {p}, item = {p}, updated_at = {p}"
     params: list[object] = [status, dumps_item(item), stamp()]
     if note is not None:
@@ -109,7 +109,7 @@ def find_steps(tx: StoreTx, where: Mapping[str, str]) -> list[StepRecord]:
     unknown = set(where) - _STEP_MATCH_COLUMNS
     if unknown:
         raise ValueError(f"not a procedure step key column: {', '.join(sorted(unknown))}")
-    cur, p = tx_sql(tx)
+    cur, p = tx.cur, tx.param
     clause = " AND ".join(f"{column} = {p}" for column in where)
     cur.execute(f"SELECT id, item, sps_status, updated_at FROM procedure_step WHERE {clause} "
                 "ORDER BY id", tuple(where.values()))
@@ -117,7 +117,7 @@ def find_steps(tx: StoreTx, where: Mapping[str, str]) -> list[StepRecord]:
 
 
 def steps_by_id(tx: StoreTx, ids: Iterable[int]) -> list[StepRecord]:
-    cur, p = tx_sql(tx)
+    cur, p = tx.cur, tx.param
     out = []
     for step_id in sorted(set(ids)):
         cur.execute(f"SELECT id, item, sps_status, updated_at FROM procedure_step "
@@ -128,21 +128,28 @@ def steps_by_id(tx: StoreTx, ids: Iterable[int]) -> list[StepRecord]:
     return out
 
 
-def set_step_status(tx: StoreTx, step: StepRecord, status: str) -> StepRecord:
-    """Set the status column and the stored item's Scheduled Procedure Step Status together."""
-    cur, p = tx_sql(tx)
-    item = loads_item(dumps_item(step.item))  # a copy: the caller's record stays as read
+def set_step_status(tx: StoreTx, step_id: int, item: Dataset, status: str, *,
+                    message_id: int | None = None) -> Dataset:
+    """Set the status column and the stored item's Scheduled Procedure Step Status
+    together; the item written is returned. Only bridge.steps calls this."""
+    cur, p = tx.cur, tx.param
+    item = loads_item(dumps_item(item))  # a copy: the caller's record stays as read
     sps_seq = item.get("ScheduledProcedureStepSequence")
     if sps_seq:
         sps_seq[0].ScheduledProcedureStepStatus = status
     now = stamp()
-    cur.execute(f"UPDATE procedure_step SET sps_status = {p}, item = {p}, updated_at = {p} "
-                f"WHERE id = {p}", (status, dumps_item(item), now, step.id))
-    return StepRecord(step.id, item, status, now)
+    if message_id is None:
+        cur.execute(f"UPDATE procedure_step SET sps_status = {p}, item = {p}, updated_at = {p} "
+                    f"WHERE id = {p}", (status, dumps_item(item), now, step_id))
+    else:
+        cur.execute(f"UPDATE procedure_step SET sps_status = {p}, item = {p}, updated_at = {p}, "
+                    f"message_id = {p} WHERE id = {p}",
+                    (status, dumps_item(item), now, message_id, step_id))
+    return item
 
 
 def link_steps(tx: StoreTx, mpps_id: int, step_ids: Iterable[int]) -> None:
-    cur, p = tx_sql(tx)
+    cur, p = tx.cur, tx.param
     wanted = set(step_ids)
     cur.execute(f"SELECT step_id FROM mpps_step WHERE mpps_id = {p}", (mpps_id,))
     have = {int(r[0]) for r in cur.fetchall()}
@@ -183,7 +190,6 @@ def step_status(store: Store, step_id: int) -> tuple[str, Dataset] | None:
 
 # --- housekeeping (inside a write transaction) ---
 
-TERMINAL_STEP_STATUSES = ("COMPLETED", "DISCONTINUED", "CANCELED")
 FINAL_MPPS_STATUSES = ("COMPLETED", "DISCONTINUED")
 
 
@@ -194,7 +200,7 @@ def idle_steps(tx: StoreTx, *, statuses: Iterable[str], stations: Iterable[str] 
     changed before ``changed_before`` (a store timestamp) and are scheduled to start
     before ``starting_before`` (YYYYMMDDHHMMSS, local time; a step without a start
     counts as started)."""
-    cur, p = tx_sql(tx)
+    cur, p = tx.cur, tx.param
     where, params = [], []
     for column, values in (("sps_status", list(statuses)), ("station_aet", list(stations)),
                            ("modality", list(modalities))):
@@ -214,15 +220,17 @@ def idle_steps(tx: StoreTx, *, statuses: Iterable[str], stations: Iterable[str] 
 
 def purge_mpps(tx: StoreTx, *, changed_before: str) -> int:
     """Delete final MPPS instances last changed before ``changed_before`` (and their links)."""
-    cur, p = tx_sql(tx)
+    cur, p = tx.cur, tx.param
     cur.execute(f"DELETE FROM mpps WHERE status IN ({p}, {p}) AND updated_at < {p}",
                 (*FINAL_MPPS_STATUSES, changed_before))
     return int(cur.rowcount or 0)
 
 
-def purge_steps(tx: StoreTx, *, changed_before: str) -> int:
-    """Delete worklist items in a terminal status last changed before ``changed_before``."""
-    cur, p = tx_sql(tx)
-    cur.execute(f"DELETE FROM procedure_step WHERE sps_status IN ({p}, {p}, {p}) "
-                f"AND updated_at < {p}", (*TERMINAL_STEP_STATUSES, changed_before))
+def purge_steps(tx: StoreTx, *, statuses: Collection[str], changed_before: str) -> int:
+    """Delete worklist items in ``statuses`` (the terminal ones: bridge.steps.rules)
+    last changed before ``changed_before``."""
+    cur, p = tx.cur, tx.param
+    wanted = sorted(statuses)
+    cur.execute(f"DELETE FROM procedure_step WHERE sps_status IN ({', '.join([p] * len(wanted))})"
+                f" AND updated_at < {p}", (*wanted, changed_before))
     return int(cur.rowcount or 0)

@@ -15,29 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from pydicom import Dataset
 
-from bridge.store.base import InboundMessage, UpsertOutcome
+from bridge.store.base import InboundMessage, StoreTx, UpsertOutcome
 from bridge.store.items import loads_item
 
 ACCEPTED = ("AA",)
 REJECTED = ("AE", "AR", "")  # "" is a frame that was not HL7 at all
-
-
-class SqlTx(Protocol):
-    """The StoreTx of the SQL backends (bridge.store.sql._SqlTx), as used here."""
-
-    cur: Any
-    store: Any
-
-    def record_message(self, message: InboundMessage) -> int: ...
-
-    def upsert_step(self, item: Dataset, message_id: int | None = None) -> UpsertOutcome: ...
-
-    def replace_step(self, step_id: int, item: Dataset, message_id: int | None = None
-                     ) -> UpsertOutcome: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +105,10 @@ def _bytes(value: Any) -> bytes:
 class OrdersTx:
     """The lifecycle's view of one write transaction."""
 
-    def __init__(self, tx: SqlTx) -> None:
+    def __init__(self, tx: StoreTx) -> None:
         self.tx = tx
         self._cur = tx.cur
-        self._p: str = tx.store.param
+        self._p = tx.param
 
     def _marks(self, n: int) -> str:
         return ", ".join([self._p] * n)

@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from bridge.store.base import Store, StoreTx
-from bridge.store.sqltx import reading, stamp, tx_sql
+from bridge.store.sqltx import reading, stamp
 
 
 class OutboxState(StrEnum):
@@ -82,7 +82,7 @@ def _message(row: Sequence[Any]) -> OutboxMessage:
 # --- inside a write transaction ---
 
 def enqueue(tx: StoreTx, messages: Iterable[NewMessage]) -> list[int]:
-    cur, p = tx_sql(tx)
+    cur, p = tx.cur, tx.param
     ids = []
     now = stamp()
     for m in messages:
@@ -98,7 +98,7 @@ def enqueue(tx: StoreTx, messages: Iterable[NewMessage]) -> list[int]:
 
 
 def mark_sent(tx: StoreTx, message_id: int, ack: bytes) -> None:
-    cur, p = tx_sql(tx)
+    cur, p = tx.cur, tx.param
     now = stamp()
     cur.execute(f"UPDATE outbox SET state = {p}, attempts = attempts + 1, updated_at = {p}, "
                 f"sent_at = {p}, last_error = '', ack = {p} WHERE id = {p}",
@@ -106,14 +106,14 @@ def mark_sent(tx: StoreTx, message_id: int, ack: bytes) -> None:
 
 
 def mark_dead(tx: StoreTx, message_id: int, reason: str, ack: bytes = b"") -> None:
-    cur, p = tx_sql(tx)
+    cur, p = tx.cur, tx.param
     cur.execute(f"UPDATE outbox SET state = {p}, attempts = attempts + 1, updated_at = {p}, "
                 f"last_error = {p}, ack = {p} WHERE id = {p}",
                 (OutboxState.DEAD.value, stamp(), reason, ack, message_id))
 
 
 def mark_retry(tx: StoreTx, message_id: int, error: str, next_attempt: datetime) -> None:
-    cur, p = tx_sql(tx)
+    cur, p = tx.cur, tx.param
     cur.execute(f"UPDATE outbox SET attempts = attempts + 1, updated_at = {p}, "
                 f"next_attempt_at = {p}, last_error = {p} WHERE id = {p} AND state = {p}",
                 (stamp(), stamp(next_attempt), error, message_id, OutboxState.PENDING.value))
@@ -124,7 +124,7 @@ def requeue(tx: StoreTx, ids: Iterable[int]) -> list[int]:
 
     A dead message without a payload (it could not be built) is left alone.
     """
-    cur, p = tx_sql(tx)
+    cur, p = tx.cur, tx.param
     changed = []
     now = stamp()
     for message_id in ids:
@@ -141,7 +141,7 @@ def purge(tx: StoreTx, state: OutboxState, older_than: datetime) -> int:
     """Delete messages in ``state`` last changed before ``older_than``; never pending ones."""
     if state is OutboxState.PENDING:
         raise ValueError("pending messages are never purged")
-    cur, p = tx_sql(tx)
+    cur, p = tx.cur, tx.param
     cur.execute(f"DELETE FROM outbox WHERE state = {p} AND updated_at < {p}",
                 (state.value, stamp(older_than)))
     return int(cur.rowcount or 0)
@@ -178,7 +178,8 @@ def next_due(store: Store, destination: str) -> str | None:
 
 def list_messages(store: Store, *, states: Collection[str] = (), destination: str = "",
                   limit: int = 100) -> list[OutboxMessage]:
-    where, params = [], []
+    where: list[str] = []
+    params: list[str] = []
     with reading(store) as (cur, p):
         if states:
             where.append(f"state IN ({', '.join([p] * len(states))})")

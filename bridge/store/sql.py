@@ -12,12 +12,20 @@ from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydicom import Dataset
 
 from bridge.store import migrations
-from bridge.store.base import InboundMessage, StepRow, Store, StoreError, UpsertOutcome
+from bridge.store.base import (
+    Cursor,
+    InboundMessage,
+    StepRow,
+    Store,
+    StoreError,
+    StoreTx,
+    UpsertOutcome,
+)
 from bridge.store.items import IndexValues, dumps_item, index_values, loads_item, name_key
 from bridge.store.query import (
     AnyOf,
@@ -41,6 +49,8 @@ _STEP_COLUMNS = (
 )
 _FETCH_BATCH = 200
 _STATION_DAY_COLUMNS = frozenset({Column.SPS_START_DATE, Column.SPS_START_TIME})
+
+T = TypeVar("T")
 
 
 def _now() -> str:
@@ -68,7 +78,7 @@ class SqlStore(Store):
     def _wildcard_sql(self, column: str, pattern: str) -> tuple[str, list[str]]:
         """SQL and parameters for DICOM wildcard matching on ``column``."""
 
-    def _begin(self, cur: Any) -> None:
+    def _begin(self, cur: Cursor) -> None:
         """Open the batch's transaction, so releasing a savepoint never commits."""
 
     def _writer_conn(self) -> Any:
@@ -133,11 +143,11 @@ class SqlStore(Store):
 
     # --- writes ---
 
-    def write(self, jobs: Sequence[Callable[[Any], Any]]) -> list[Any]:
+    def write(self, jobs: Sequence[Callable[[StoreTx], T]]) -> list[T | Exception]:
         with self._write_lock:
             conn = self._writer_conn()
-            tx = _SqlTx(self, conn.cursor())
-            results: list[Any] = []
+            tx = _SqlTx(conn.cursor(), self.param)
+            results: list[T | Exception] = []
             try:
                 self._begin(tx.cur)
                 for i, job in enumerate(jobs):
@@ -280,13 +290,13 @@ class SqlStore(Store):
 class _SqlTx:
     """The StoreTx handed to write jobs; valid only inside ``SqlStore.write``."""
 
-    def __init__(self, store: SqlStore, cur: Any) -> None:
-        self.store = store
+    def __init__(self, cur: Cursor, param: str) -> None:
         self.cur = cur
+        self.param = param
 
     def record_message(self, message: InboundMessage, *, content_hash: str = "",
                        flags: str = "", outcome: str = "", replay_of: int | None = None) -> int:
-        p = self.store.param
+        p = self.param
         self.cur.execute(
             "INSERT INTO message_log (received_at, peer, sending_application, sending_facility,"
             " control_id, message_type, ack_code, error, mapping, raw, ack, content_hash,"
@@ -298,7 +308,7 @@ class _SqlTx:
         return int(self.cur.fetchone()[0])
 
     def upsert_step(self, item: Dataset, message_id: int | None = None) -> UpsertOutcome:
-        p = self.store.param
+        p = self.param
         idx = index_values(item)
         text = dumps_item(item)
         self.cur.execute(
@@ -329,7 +339,7 @@ class _SqlTx:
                      ) -> UpsertOutcome:
         """Replace the stored step ``step_id`` in place (the order lifecycle: XO, status
         changes, patient updates and merges), index values included."""
-        p = self.store.param
+        p = self.param
         idx = index_values(item)
         text = dumps_item(item)
         self.cur.execute(f"SELECT item FROM procedure_step WHERE id = {p}", (step_id,))
@@ -347,7 +357,7 @@ class _SqlTx:
         return UpsertOutcome.UPDATED
 
     def _sync_stations(self, step_id: int, idx: IndexValues, *, new: bool = False) -> None:
-        p = self.store.param
+        p = self.param
         if not new:
             self.cur.execute(f"DELETE FROM procedure_step_station WHERE step_id = {p}",
                              (step_id,))

@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from bridge.store import migrations
+from bridge.store.base import Cursor
 from bridge.store.sql import SqlStore
 
 
@@ -30,7 +31,7 @@ class SqliteStore(SqlStore):
         # GLOB and = stay case-sensitive; LIKE is not used (ASCII-only folding).
         return conn
 
-    def _begin(self, cur: sqlite3.Cursor) -> None:
+    def _begin(self, cur: Cursor) -> None:
         # Without it the first SAVEPOINT would open the transaction and its
         # RELEASE would commit: one fsync per message instead of per batch.
         cur.execute("BEGIN IMMEDIATE")

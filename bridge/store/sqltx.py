@@ -1,6 +1,6 @@
 """Small helpers shared by the store modules that add tables beside the worklist
-(mpps_tx.py, outbox_tx.py): timestamps, and raw SQL access inside and outside
-a write transaction.
+(mpps_tx.py, outbox_tx.py): timestamps, and raw SQL access outside a write
+transaction (inside one, a job has ``tx.cur`` and ``tx.param``: base.StoreTx).
 
 Threading: the same rule as base.py. Functions taking ``tx`` run inside
 ``Store.write`` jobs (the single writer); functions taking ``store`` are
@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
 
-from bridge.store.base import Store, StoreTx
+from bridge.store.base import Cursor, Store
 from bridge.store.sql import SqlStore
 
 STAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -31,15 +30,6 @@ def parse_stamp(text: str) -> datetime:
     return datetime.strptime(text, STAMP_FORMAT).replace(tzinfo=UTC)
 
 
-def tx_sql(tx: StoreTx) -> tuple[Any, str]:
-    """The cursor and parameter mark of a write job's transaction."""
-    cur = getattr(tx, "cur", None)
-    store = getattr(tx, "store", None)
-    if cur is None or not isinstance(store, SqlStore):
-        raise TypeError("this store operation needs an SQL store transaction")
-    return cur, store.param
-
-
 def sql_store(store: Store) -> SqlStore:
     if not isinstance(store, SqlStore):
         raise TypeError("this store operation needs an SQL store (SQLite or PostgreSQL)")
@@ -47,7 +37,7 @@ def sql_store(store: Store) -> SqlStore:
 
 
 @contextmanager
-def reading(store: Store) -> Iterator[tuple[Any, str]]:
+def reading(store: Store) -> Iterator[tuple[Cursor, str]]:
     """A cursor on a pooled reader connection, and the parameter mark."""
     s = sql_store(store)
     with s._reader() as conn:

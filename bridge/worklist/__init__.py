@@ -2,6 +2,8 @@
 
 from bridge.worklist.answer import shape_answer
 from bridge.worklist.query import PlannedQuery, QueryError, build_query
-from bridge.worklist.scp import WorklistSCP
+from bridge.worklist.scp import DicomService, WorklistSCP
 
-__all__ = ["PlannedQuery", "QueryError", "WorklistSCP", "build_query", "shape_answer"]
+__all__ = [
+    "DicomService", "PlannedQuery", "QueryError", "WorklistSCP", "build_query", "shape_answer",
+]

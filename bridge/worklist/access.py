@@ -31,7 +31,7 @@ import threading
 from dataclasses import dataclass
 
 from bridge.addresses import address_in, networks
-from bridge.config import DicomPeer, DicomSettings
+from bridge.worklist.settings import DicomPeer, DicomSettings
 
 LOGGER = logging.getLogger(__name__)
 

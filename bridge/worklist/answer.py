@@ -88,7 +88,8 @@ def _template(key: DataElement) -> Dataset | None:
     """The sub-keys a sequence key asks for; None means the whole items."""
     if key.VR != "SQ" or not key.value or len(key.value[0]) == 0:
         return None
-    return key.value[0]
+    items: Sequence = key.value
+    return items[0]
 
 
 def _whole(item: Dataset) -> Dataset:

@@ -41,7 +41,7 @@ stations, modalities and worklist labels it may see.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import Enum, auto
@@ -54,7 +54,6 @@ from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 
-from bridge.config import WorklistSettings
 from bridge.store.names import normalise_name
 from bridge.store.query import (
     AnyOf,
@@ -69,6 +68,7 @@ from bridge.store.query import (
     Wildcard,
     WorklistQuery,
 )
+from bridge.worklist.settings import WorklistSettings
 
 # C-FIND failure statuses (PS3.4 C.4.1.1.4, PS3.7 C).
 IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
@@ -418,7 +418,7 @@ def _single_item(elem: DataElement) -> Dataset | None:
     """The one item of a sequence matching key; None for universal matching."""
     if _vr(elem) != "SQ" or elem.VR != "SQ":
         raise QueryError(UNABLE_TO_PROCESS, f"{_name(elem.tag)} is not a sequence", elem.tag)
-    items = elem.value
+    items: Sequence[Dataset] = elem.value
     if len(items) > 1:
         raise QueryError(UNABLE_TO_PROCESS, f"{_name(elem.tag)} has more than one item",
                          elem.tag)

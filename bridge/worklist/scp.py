@@ -36,18 +36,25 @@ import socketserver
 import ssl
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol, cast
 
 from pydicom import Dataset
 from pydicom.charset import convert_encodings
 from pydicom.tag import BaseTag
-from pynetdicom import AE, Association, _config, evt
+from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import decode
-from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
+
+# pynetdicom makes its SOP classes at import time (into the module's globals()), so
+# a type checker cannot see them.
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityWorklistInformationFind,
+    Verification,
+)
 from pynetdicom.transport import ThreadedAssociationServer
 
-from bridge.config import DicomSettings, WorklistSettings
 from bridge.store.base import Store, StoreError
 from bridge.tls import peer_subject, server_context
 from bridge.worklist.access import AccessPolicy, PeerProfile
@@ -60,6 +67,7 @@ from bridge.worklist.query import (
     QueryScope,
     build_query,
 )
+from bridge.worklist.settings import DicomSettings, WorklistSettings
 
 LOGGER = logging.getLogger(__name__)
 
@@ -122,6 +130,19 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
         self.server_close()
 
 
+EventHandler = tuple[Any, Callable[..., Any]]  # (pynetdicom event, handler)
+
+
+class DicomService(Protocol):
+    """Another DIMSE service served on the worklist's AE (bridge.mpps.MppsService):
+    its SOP Classes, and its pynetdicom event handlers."""
+
+    @property
+    def supported_contexts(self) -> tuple[str, ...]: ...
+
+    def handlers(self) -> list[EventHandler]: ...
+
+
 class WorklistSCP:
     """Serves the worklist from ``store`` on ``dicom.host:dicom.port``.
 
@@ -129,7 +150,7 @@ class WorklistSCP:
     """
 
     def __init__(self, store: Store, dicom: DicomSettings, worklist: WorklistSettings,
-                 extra_services: tuple[Any, ...] = ()) -> None:
+                 services: Sequence[DicomService] = ()) -> None:
         self._access = AccessPolicy(dicom)
         for character_set in self._access.character_sets:
             python_codecs(character_set)  # an unknown set fails here, not per query
@@ -139,10 +160,9 @@ class WorklistSCP:
         self._dicom = dicom
         self._worklist = worklist
         self._ae = self._make_ae()
-        # Other services on this AE (bridge.mpps.service.MppsService): each has
-        # supported_contexts (SOP Class UIDs) and handlers() (pynetdicom event pairs).
-        self._extra_handlers = [pair for s in extra_services for pair in s.handlers()]
-        for uid in (uid for s in extra_services for uid in s.supported_contexts):
+        # Other services on this AE (the MPPS SCP), handed over by the application layer.
+        self._extra_handlers = [pair for s in services for pair in s.handlers()]
+        for uid in (uid for s in services for uid in s.supported_contexts):
             self._ae.add_supported_context(uid)
         self._server: NoDelayAssociationServer | None = None
         self._thread: threading.Thread | None = None
@@ -209,6 +229,7 @@ class WorklistSCP:
         """Admit or reject an A-ASSOCIATE-RQ (runs before pynetdicom's negotiation)."""
         assoc = event.assoc
         request = assoc.requestor.primitive
+        assert request is not None  # the A-ASSOCIATE-RQ that raised this event
         calling = str(request.calling_ae_title).strip()
         called = str(request.called_ae_title).strip()
         address = str(assoc.requestor.address)
@@ -258,8 +279,12 @@ class WorklistSCP:
         LOGGER.info("C-FIND from %s has non-ASCII text but no Specific Character Set; "
                     "read as %s", profile.ae_title, chosen)
         syntax = event.context.transfer_syntax
-        fresh = decode(event.request.Identifier, syntax.is_implicit_VR,
-                       syntax.is_little_endian, syntax.is_deflated)
+        # pynetdicom types Event.request as any DIMSE request; EVT_C_FIND's is a C-FIND.
+        encoded = cast(C_FIND, event.request).Identifier
+        if encoded is None:  # never: event.identifier was decoded from it
+            raise ValueError("the C-FIND request has no identifier")
+        fresh = decode(encoded, syntax.is_implicit_VR, syntax.is_little_endian,
+                       syntax.is_deflated)
         # Before any text element is read: pydicom decodes raw values lazily,
         # with the encoding recorded when the dataset was read.
         fresh.SpecificCharacterSet = chosen

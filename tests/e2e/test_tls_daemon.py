@@ -7,9 +7,8 @@ import subprocess
 
 import pytest
 
-from bridge.config import TlsSettings
 from bridge.hl7.client import MllpClient, ack_code_of
-from bridge.tls import client_context
+from bridge.tls import TlsSettings, client_context
 from tests.tlscerts import make_pki
 
 from .conftest import DCMTK, FIXTURES, dcmtk_env, start_daemon, stop_daemon, write_config

@@ -16,7 +16,6 @@ import bridge.orders.errors as order_errors
 from bridge.hl7 import decode_frame, hl7_error_text, parse_message
 from bridge.hl7.access import UNKNOWN_KEY
 from bridge.mapping import MappingSet, load_mappings
-from bridge.mpps.rules import ORC5_FOR_MPPS
 from bridge.orders.apply import MergeWork, PatientUpdateWork, ResultWork, Work
 from bridge.orders.errors import Rejection
 from bridge.orders.intake import Intake
@@ -25,6 +24,7 @@ from bridge.outbound.loader import load_profiles
 from bridge.outbound.sender import DEAD_CODES, DONE_CODES
 from bridge.outbound.settings import MESSAGE_TYPES as OUTBOUND_MESSAGE_TYPES
 from bridge.outbound.settings import OutboundDestination
+from bridge.steps.rules import ORC5_FOR_MPPS
 from tests.doctables import markdown_table
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,11 +7,11 @@ import logging
 
 import pytest
 
-from bridge.config import MllpAllowSettings, MllpSender
 from bridge.hl7.access import SourceAllowList, guard_sources, peer_address
 from bridge.hl7.client import ack_code_of, acked_control_id_of
 from bridge.hl7.mllp import Frame, FrameDecoder, encode_frame
 from bridge.hl7.server import MllpServer
+from bridge.hl7.settings import MllpAllowSettings, MllpSender
 
 OTHER_HOST = "127.0.0.2"  # Linux answers the whole 127/8 on loopback
 

@@ -6,10 +6,9 @@ import asyncio
 
 import pytest
 
-from bridge.config import TlsSettings
 from bridge.hl7.client import MllpClient
 from bridge.hl7.server import MllpServer
-from bridge.tls import client_context, server_context
+from bridge.tls import TlsSettings, client_context, server_context
 from tests.tlscerts import Pki, make_pki
 
 

@@ -120,7 +120,7 @@ def test_expected_rejections(tmp_path, ihe) -> None:
 def test_dicom_json_expected_files(tmp_path, ihe) -> None:
     case = case_from(tmp_path, "orm-o01-ihe-ct.hl7")
     result = ihe.map(read_message(case.message, default_charset="ascii", aliases={}))
-    items = [ds.to_json_dict() for ds in result.steps]
+    items = [ds.to_json_dict() for ds in result.items]
     case.json_path.write_text(json.dumps({"mapping": "ihe-swf-orm-v231", "items": items}),
                               encoding="utf-8")
     assert run(ihe, case).status == "pass"

@@ -16,7 +16,7 @@ def one_step(mappings: MappingSet, fixture: str) -> Dataset:
     result = mappings.map(read_fixture(fixture))
     assert result.mapping == "ihe-swf-orm-v231"
     assert len(result.steps) == 1
-    return result.steps[0]
+    return result.items[0]
 
 
 def sps(step: Dataset) -> Dataset:
@@ -100,7 +100,7 @@ def test_utf8_greek_order_with_escape_sequences(default_set: MappingSet) -> None
 def test_two_groups_make_two_steps(default_set: MappingSet) -> None:
     result = default_set.map(read_fixture("orm-o01-two-groups.hl7"))
     assert len(result.steps) == 2
-    ct, mr = result.steps
+    ct, mr = result.items
     for step in (ct, mr):                                      # patient level in both
         assert step.PatientID == "PAT30555"
         assert step.PatientName == "Wiśniewska^Zofia^Maria"
@@ -150,7 +150,7 @@ def test_primary_authority_picks_the_matching_repetition(write_mapping) -> None:
     text = DEFAULT_MAPPING.read_text(encoding="utf-8").replace(
         "primary_authority: ~", "primary_authority: HOSP")
     mappings = load_mappings([write_mapping(text)], default_station_aet="UNASSIGNED")
-    step = mappings.map(read_fixture("orm-o01-no-zds-tz.hl7")).steps[0]
+    step = mappings.map(read_fixture("orm-o01-no-zds-tz.hl7")).items[0]
     assert (step.PatientID, step.IssuerOfPatientID) == ("PAT40123", "HOSP")
 
 
@@ -158,7 +158,7 @@ def test_every_step_carries_the_five_keys_and_the_completeness_minimum(
         default_set: MappingSet) -> None:
     for name in ("orm-o01-ihe-ct.hl7", "orm-o01-latin1-mr.hl7", "orm-o01-utf8-greek-escapes.hl7",
                  "orm-o01-two-groups.hl7", "orm-o01-no-zds-tz.hl7"):
-        for step in default_set.map(read_fixture(name)).steps:
+        for step in default_set.map(read_fixture(name)).items:
             item = sps(step)
             for value in (step.PatientID, step.AccessionNumber, step.StudyInstanceUID,
                           step.RequestedProcedureID, item.ScheduledProcedureStepID,
@@ -204,7 +204,7 @@ def test_order_control_is_left_to_the_order_lifecycle(default_set: MappingSet) -
     # A cancel maps like any order; the order lifecycle (bridge.orders, tests/orders)
     # decides from ORC-1/ORC-5 what it does to the stored step.
     result = default_set.map(read_fixture("orm-cancel-ca.hl7"))
-    assert [str(s.AccessionNumber) for s in result.steps] == ["ACC20261128001"]
+    assert [str(s.AccessionNumber) for s in result.items] == ["ACC20261128001"]
 
 
 def test_unsupported_message_type(default_set: MappingSet) -> None:
@@ -232,7 +232,7 @@ def test_unsupported_version(default_set: MappingSet) -> None:
 def test_later_versions_are_accepted(default_set: MappingSet) -> None:
     text = (FIXTURES / "orm-o01-ihe-ct.hl7").read_bytes().decode("ascii")
     msg = parse_message(text.replace("|2.3.1|", "|2.5.1|"))
-    assert default_set.map(msg).steps[0].AccessionNumber == "ACC20261128001"
+    assert default_set.map(msg).items[0].AccessionNumber == "ACC20261128001"
 
 
 def test_order_without_orc(default_set: MappingSet) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.mapping import MappingError, MappingResult, MappingSet, load_mappings
+from bridge.mapping import MappingError, MappingResult, MappingSet, OrderControl, load_mappings
 from bridge.mapping import engine as engine_module
 
 from .mapping_helpers import MSH, er7, load_text, minimal
@@ -27,7 +27,7 @@ def order(*replace: tuple[str, str]) -> list[str]:
 
 
 def step(mappings: MappingSet, *segments: str):
-    return mappings.map(er7(*(segments or ORDER))).steps[0]
+    return mappings.map(er7(*(segments or ORDER))).items[0]
 
 
 def test_result_names_the_routed_mapping(write_mapping) -> None:
@@ -245,7 +245,7 @@ def test_no_group_by_makes_one_record(write_mapping) -> None:
     mappings = load_text(write_mapping, minimal().replace("group_by: ORC\n", ""))
     result = mappings.map(er7(*ORDER, "ORC|NW|PLC2", "OBR|2||||||||||||||||||ACC2"))
     assert len(result.steps) == 1
-    assert result.steps[0].AccessionNumber == "ACC1"
+    assert result.items[0].AccessionNumber == "ACC1"
 
 
 # -- Study Instance UID ------------------------------------------------------------
@@ -379,8 +379,8 @@ def test_an_internal_error_becomes_a_207_reject(write_mapping, monkeypatch) -> N
 
 def test_mapping_is_pure_and_repeatable(default_set: MappingSet) -> None:
     msg = er7(*ORDER)
-    first = default_set.map(msg).steps[0]
-    second = default_set.map(msg).steps[0]
+    first = default_set.map(msg).items[0]
+    second = default_set.map(msg).items[0]
     assert first == second
     assert first is not second
 
@@ -422,7 +422,7 @@ attributes:
 
 def test_nested_groups_make_one_item_per_ipc(write_mapping) -> None:
     mappings = load_text(write_mapping, OMI_MAPPING)
-    steps = mappings.map(er7(*OMI)).steps
+    steps = mappings.map(er7(*OMI)).items
     assert [(s.PlacerOrderNumberImagingServiceRequest, s.AccessionNumber,
              s.ScheduledProcedureStepSequence[0].ScheduledProcedureStepID,
              s.ScheduledProcedureStepSequence[0].Modality,
@@ -439,6 +439,55 @@ def test_an_order_without_ipc_is_a_segment_error(write_mapping) -> None:
         mappings.map(er7(*OMI[:-1]))
     assert (info.value.code, info.value.location) == (100, "ORC^2")
     assert "ORC group 2 has no IPC segment" in info.value.text
+
+
+# -- provenance: each step says which mapping and group made it, and from which fields ---
+
+def test_steps_name_their_mapping_group_and_order(write_mapping) -> None:
+    mappings = load_text(write_mapping, OMI_MAPPING)
+    result = mappings.map(er7(*OMI))
+    assert result.items == [s.item for s in result.steps]
+    assert [s.group for s in result.steps] == ["ORC^1 > IPC^1", "ORC^1 > IPC^2",
+                                               "ORC^2 > IPC^3"]
+    assert [s.order_control for s in result.steps] == [
+        OrderControl("NW", "", 1), OrderControl("NW", "", 1), OrderControl("NW", "", 2)]
+    assert result.steps[2].order_control.location == "ORC^2^1"
+    assert {(s.mapping, s.mapping_path) for s in result.steps} == {
+        ("omi", result.mapping_path)}
+    assert result.mapping_path.name == "m.yaml"  # the file write_mapping wrote
+    # The context the engine built the item in, not a copy of it.
+    assert [s.context.scope["IPC"][0].seq for s in result.steps] == [1, 2, 3]
+
+
+def test_steps_locate_their_values_in_their_own_group(write_mapping) -> None:
+    mappings = load_text(write_mapping, OMI_MAPPING)
+    steps = mappings.map(er7(*OMI)).steps
+    assert [s.locate("AccessionNumber") for s in steps] == [
+        "IPC^1^1^1^1", "IPC^2^1^1^1", "IPC^3^1^1^1"]
+    # Inside the Scheduled Procedure Step item too, and outside the group (PID).
+    assert steps[2].locate("ScheduledProcedureStepID") == "IPC^3^4^1^1"
+    assert steps[2].locate("PatientID") == "PID^1^3^1^1"
+    assert steps[0].locate("StudyDescription") == ""  # not mapped: no position to name
+    assert all(s.from_message("StudyInstanceUID") for s in steps)
+
+
+def test_a_value_the_message_left_empty_is_located_where_it_belongs(write_mapping) -> None:
+    mappings = load_text(write_mapping, OMI_MAPPING)
+    omi = [s.replace("IPC|ACC1|RP1|1.2.3.1|SPS1b", "IPC||RP1||SPS1b") for s in OMI]
+    second = mappings.map(er7(*omi)).steps[1]
+    assert second.locate("AccessionNumber") == "IPC^2^1^1^1"
+    # Derived from the keys, not sent: the lifecycle treats a difference as expected.
+    assert second.item.StudyInstanceUID.startswith("2.25.")
+    assert not second.from_message("StudyInstanceUID")
+    assert second.locate("StudyInstanceUID") == "IPC^2^3^1^1"
+
+
+def test_a_message_without_groups_is_one_step_in_the_whole_message(write_mapping) -> None:
+    mappings = load_text(write_mapping, minimal().replace("group_by: ORC\n", ""))
+    [only] = mappings.map(er7(*ORDER, "ORC|XO|PLC2||||CM")).steps
+    assert only.group == ""
+    assert only.order_control == OrderControl("NW", "SC", 1)  # the first ORC
+    assert only.locate("AccessionNumber") == "OBR^1^18"
 
 
 # -- join, lookup misses, priorities, several values -------------------------------

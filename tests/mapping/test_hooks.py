@@ -77,13 +77,13 @@ def load(path: Path, allowed: bool = True):
 
 def test_a_hook_computes_a_value_from_paths_and_args(tmp_path) -> None:
     mappings = load(write(tmp_path, MAPPING))
-    ds = mappings.map(er7(*ORDER)).steps[0]
+    ds = mappings.map(er7(*ORDER)).items[0]
     digit = sum(ord(c) for c in "PLC1") % 10
     assert ds.StudyID == f"APLC1{digit}"
     assert list(ds.OtherPatientIDs) == ["PAT1", "PAT2"]   # a list: several values
     assert ds.StudyComments == "CTRL1"                     # the whole message is there too
     # None: no value (the attribute is present and empty, as for any empty source).
-    assert mappings.map(er7(*(s.replace("PLC1", "") for s in ORDER))).steps[0].StudyID == ""
+    assert mappings.map(er7(*(s.replace("PLC1", "") for s in ORDER))).items[0].StudyID == ""
 
 
 def test_a_hook_value_is_checked_against_the_vr(tmp_path) -> None:
@@ -98,7 +98,7 @@ def test_a_hook_value_is_checked_against_the_vr(tmp_path) -> None:
 def test_a_hook_can_reject_with_its_own_error(tmp_path) -> None:
     mappings = load(write(tmp_path, MAPPING.replace("      Modality: OBR-24",
                                                     "      Modality: {hook: strict}")))
-    assert mappings.map(er7(*ORDER)).steps[0].ScheduledProcedureStepSequence[0].Modality == "CT"
+    assert mappings.map(er7(*ORDER)).items[0].ScheduledProcedureStepSequence[0].Modality == "CT"
     with pytest.raises(MappingError) as info:
         mappings.map(er7(*(s.replace("||CT", "||XX") for s in ORDER)))
     assert (info.value.code, info.value.location, info.value.ack_code) == (103, "OBR^1^24", "AE")

@@ -23,7 +23,7 @@ def shipped() -> MappingSet:
 def steps(mappings: MappingSet, fixture: str, mapping: str) -> list[Dataset]:
     result = mappings.map(read_fixture(fixture))
     assert result.mapping == mapping
-    return result.steps
+    return result.items
 
 
 def sps(ds: Dataset) -> Dataset:

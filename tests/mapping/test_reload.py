@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import MappingSettings
 from bridge.mapping import MappingLoadError, MappingReloader
+from bridge.mapping.settings import MappingSettings
 
 from .mapping_helpers import ORDER_SEGMENTS, er7, minimal
 
@@ -29,7 +29,7 @@ def mapping(name: str, institution: str) -> str:
 
 def institution(reloader: MappingReloader) -> tuple[str, str]:
     result = reloader.current().map(er7(*ORDER_SEGMENTS))
-    return result.mapping, result.steps[0].InstitutionName
+    return result.mapping, result.items[0].InstitutionName
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def test_lookup_tables_and_hook_files_are_watched(tmp_path) -> None:
     """, name="site").replace("attributes:", "lookups:\n  inst: {file: lookups/inst.csv}\n"
                               "hooks:\n  tag: hooks.py:tag\nattributes:"))
     reloader = MappingReloader(settings(folder, python_hooks=True))
-    step = reloader.current().map(er7(*ORDER_SEGMENTS)).steps[0]
+    step = reloader.current().map(er7(*ORDER_SEGMENTS)).items[0]
     assert (step.InstitutionName, step.StudyComments) == ("General Hospital", "v1")
     write(folder / "lookups" / "inst.csv", "code,name\nHOSP,St. Mary\n")
     assert reloader.changed()
@@ -104,7 +104,7 @@ def test_lookup_tables_and_hook_files_are_watched(tmp_path) -> None:
     write(folder / "hooks.py", "def tag(ctx):\n    return 'v2'\n")
     assert reloader.changed()
     assert reloader.reload()
-    step = reloader.current().map(er7(*ORDER_SEGMENTS)).steps[0]
+    step = reloader.current().map(er7(*ORDER_SEGMENTS)).items[0]
     assert (step.InstitutionName, step.StudyComments) == ("St. Mary", "v2")
 
 

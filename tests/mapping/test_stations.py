@@ -63,7 +63,7 @@ def stations(write_mapping, tmp_path) -> MappingSet:
 
 
 def station(mappings: MappingSet, *segments: str) -> tuple[object, str]:
-    sps = mappings.map(er7(*segments)).steps[0].ScheduledProcedureStepSequence[0]
+    sps = mappings.map(er7(*segments)).items[0].ScheduledProcedureStepSequence[0]
     aet = sps.ScheduledStationAETitle
     return (aet if isinstance(aet, str) else list(aet)), sps.ScheduledStationName
 

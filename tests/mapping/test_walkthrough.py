@@ -84,12 +84,12 @@ def test_the_walkthrough_mapping_takes_careris_orders(tmp_path) -> None:
     after = load_mappings([folder], default_station_aet="UNASSIGNED")
     assert after.names[0] == "careris-west"                                     # step 4
     result = after.map(message)
-    [ds] = result.steps
+    [ds] = result.items
     sps = ds.ScheduledProcedureStepSequence[0]
     assert (ds.AccessionNumber, ds.RequestedProcedureID, sps.ScheduledProcedureStepID) == (
         "CR-2026-7781", "CR-2026-7781", "CR-2026-7781")
     assert (sps.Modality, sps.ScheduledStationAETitle, sps.ScheduledStationName) == (
         "CT", "CT-WEST-2", "ROOM 4")
     # Without the ZPR room, the procedure table decides.
-    no_room = after.map(parse_message(MESSAGE.rsplit("\r", 1)[0])).steps[0]
+    no_room = after.map(parse_message(MESSAGE.rsplit("\r", 1)[0])).items[0]
     assert no_room.ScheduledProcedureStepSequence[0].ScheduledStationAETitle == "CT-WEST-1"

@@ -10,7 +10,6 @@ from pydicom import Dataset
 from pynetdicom import AE, Association
 from pynetdicom.sop_class import ModalityPerformedProcedureStep, ModalityWorklistInformationFind
 
-from bridge.config import DicomSettings, WorklistSettings
 from bridge.hl7 import decode_frame, parse_message
 from bridge.mapping import MappingSet, load_mappings
 from bridge.mpps.service import MppsService
@@ -19,6 +18,7 @@ from bridge.outbound.events import Destination, StatusMessages
 from bridge.outbound.loader import ProfileSet, load_profiles
 from bridge.store import SqliteStore, Store
 from bridge.worklist import WorklistSCP
+from bridge.worklist.settings import DicomSettings, WorklistSettings
 from tests.store.conftest import store  # noqa: F401 - both backends
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def _profiles() -> ProfileSet:
 def mapped_steps(name: str) -> list[Dataset]:
     mappings = _mappings()
     text = decode_frame((FIXTURES / name).read_bytes(), default="ascii", aliases={}).text
-    return mappings.map(parse_message(text)).steps
+    return mappings.map(parse_message(text)).items
 
 
 def ssa_item(step: Dataset, **override: str) -> Dataset:
@@ -148,7 +148,7 @@ def build_env(target: Store, settings: MppsSettings, steps: list[Dataset],
     service = MppsService(target, settings, messages=messages,
                           notify=lambda: notified.append(1))
     dicom = DicomSettings(port=0)
-    scp = WorklistSCP(target, dicom, WorklistSettings(), extra_services=(service,))
+    scp = WorklistSCP(target, dicom, WorklistSettings(), services=(service,))
     scp.start()
     return MppsEnv(target, scp, service, steps, notified)
 

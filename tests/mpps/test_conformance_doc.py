@@ -14,9 +14,10 @@ from pynetdicom import AE, build_context
 from pynetdicom.status import GENERAL_STATUS
 
 import bridge.mpps.validate as validate
-from bridge.mpps import linking, rules
+from bridge.mpps import linking
 from bridge.mpps.service import SUCCESS
 from bridge.mpps.settings import MppsSettings
+from bridge.steps import rules
 from tests.doctables import markdown_table, tag_of
 
 from .conftest import create_ds, final_ds

@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from bridge.mpps.housekeeping import Housekeeping
-from bridge.mpps.settings import HousekeepingSettings, IdleRule
-from bridge.outbound.sender import thread_submit
-from bridge.store import mpps_tx, outbox_tx
+from bridge.maintenance.housekeeping import Housekeeping
+from bridge.maintenance.settings import HousekeepingSettings, IdleRule
+from bridge.store import mpps_tx, outbox_tx, thread_submit
 
 from .conftest import MPPS, _profiles, build_env, create_ds, final_ds, mapped_steps
 
@@ -86,3 +85,25 @@ def test_an_idle_rule_that_notifies_needs_an_hl7_status():
     with pytest.raises(ValidationError, match="notify: true needs set_status COMPLETED or "
                                               "DISCONTINUED"):
         IdleRule(idle_hours=1, set_status="EXPIRED", notify=True)
+
+
+def test_an_idle_rule_obeys_the_conflict_rule(store):
+    """A terminal step is never reopened by an idle rule either (bridge/steps/rules.py),
+    even when the rule lists its status; the other steps of the rule still change."""
+    from bridge.steps import Source, StepState, change_status
+
+    store.upsert_steps(mapped_steps("orm-o01-two-groups.hl7"))
+    first = next(r for r in store.list_steps() if r.item.AccessionNumber == "ACC20261129301")
+
+    def cancel(tx) -> None:
+        change_status(tx, StepState(first.id, first.sps_status, first.item), "CANCELED",
+                      source=Source.HL7)
+
+    assert store.write([cancel]) == [None]
+    settings = HousekeepingSettings(idle_rules=[
+        IdleRule(statuses=["SCHEDULED", "CANCELED"], idle_hours=24,
+                 set_status="DISCONTINUED")])
+    changed, _ = run(Housekeeping(settings, thread_submit(store)),
+                     datetime.now(UTC) + timedelta(days=3))
+    assert changed == 1
+    assert statuses(store) == {"ACC20261129301": "CANCELED", "ACC20261129302": "DISCONTINUED"}

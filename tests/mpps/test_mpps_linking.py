@@ -8,6 +8,7 @@ from pydicom import Dataset
 
 from bridge.hl7 import parse_message
 from bridge.mpps.settings import MppsSettings
+from bridge.steps import Source, StepState, change_status
 from bridge.store import mpps_tx, outbox_tx
 
 from .conftest import MPPS, build_env, create_ds, final_ds, mapped_steps
@@ -156,7 +157,8 @@ def set_status(env, accession: str, status: str) -> None:
 
     def job(tx) -> None:
         (step,) = mpps_tx.steps_by_id(tx, [row.id])
-        mpps_tx.set_step_status(tx, step, status)
+        change_status(tx, StepState(step.id, step.sps_status, step.item), status,
+                      source=Source.HL7)
 
     (result,) = env.store.write([job])
     assert result is None

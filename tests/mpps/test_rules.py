@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.mpps.rules import next_status_from_hl7, next_status_from_mpps
+from bridge.steps.rules import next_status_from_hl7, next_status_from_mpps
 
 
 @pytest.mark.parametrize(("current", "mpps", "after", "changed"), [

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from bridge.config import MllpSettings
 from bridge.hl7 import MllpClient, MllpServer, Segment, parse_message
+from bridge.hl7.settings import MllpSettings
+from bridge.maintenance.retention import Retention
 from bridge.mapping import MappingSet, load_mappings
 from bridge.orders.ingest import Ingest
 from bridge.orders.settings import OrdersSettings
@@ -77,6 +78,7 @@ class Bridge:
     commits: CommitQueue
     ingest: Ingest
     server: MllpServer
+    retention: Retention
     clients: list[MllpClient] = field(default_factory=list)
 
     async def client(self) -> MllpClient:
@@ -124,9 +126,12 @@ async def make_bridge(store: Store) -> AsyncIterator[BridgeFactory]:  # noqa: F8
         mapping_set = mappings or shipped_mappings()
         ingest = Ingest(lambda: mapping_set, commits, MllpSettings(), orders=settings)
         await ingest.open()
+        # The daemon runs message retention as its own service (bridge/app/services.py).
+        retention = Retention(commits, settings.messages)
+        retention.start()
         server = await MllpServer.start(ingest, host="127.0.0.1", port=0,
                                         max_frame_bytes=1 << 20, idle_timeout_s=60)
-        b = Bridge(store, commits, ingest, server)
+        b = Bridge(store, commits, ingest, server, retention)
         started.append(b)
         return b
 
@@ -136,6 +141,7 @@ async def make_bridge(store: Store) -> AsyncIterator[BridgeFactory]:  # noqa: F8
             await c.close()
         await b.server.close()
         await b.ingest.close()
+        await b.retention.stop()
         b.commits.stop()
 
 

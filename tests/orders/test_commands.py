@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bridge.config import load_settings
+from bridge.app.settings import load_settings
 from bridge.mapping import load_mappings
 from bridge.orders.ingest import Ingest
 from bridge.store import CommitQueue, open_store
@@ -24,7 +24,7 @@ def write_config(tmp: Path, extra: str = "") -> Path:
 
 async def receive(cfg: Path, *messages: bytes) -> list[str]:
     settings = load_settings(cfg, {})
-    store = open_store(settings)
+    store = open_store(settings.store, settings.data_dir)
     commits = CommitQueue(store)
     commits.start()
     mappings = load_mappings(settings.mapping.paths, default_station_aet="UNASSIGNED")

@@ -52,7 +52,7 @@ async def test_cancel_discontinue_controls(bridge: Bridge, name: str, want: str)
 
 
 async def test_a_finished_order_is_never_reopened_by_hl7(bridge: Bridge):
-    """The conflict rule shared with MPPS (bridge/mpps/rules.py)."""
+    """The conflict rule shared with MPPS (bridge/steps/rules.py)."""
     assert (await bridge.send("lifecycle-nw.hl7")).code == "AA"
     assert (await bridge.send("lifecycle-ca.hl7")).code == "AA"
     for n, name in enumerate(("lifecycle-rl.hl7", "lifecycle-xo-reschedule.hl7",

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from pydicom import Dataset
 
-from bridge.config import ConfigError, load_settings
+from bridge.app.settings import ConfigError, load_settings
+from bridge.mapping import OrderControl
 from bridge.orders.errors import Rejection
-from bridge.orders.groups import OrderControl
-from bridge.orders.lifecycle import ControlTable, StepChange, decide_step, set_status
+from bridge.orders.lifecycle import ControlTable, StepChange, decide_step
 from bridge.orders.settings import OrdersSettings
+from bridge.steps import with_status as set_status
 from bridge.store.orders_tx import StoredStep
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydicom import Dataset
 
-from bridge.orders.retention import Retention, purge_now
+from bridge.maintenance.retention import Retention, purge_now
 from bridge.orders.settings import MessageLogSettings
 from bridge.store import CommitQueue, InboundMessage, Store, StoreError
 from bridge.store.orders_tx import OrdersTx, PatientRecord

@@ -23,14 +23,10 @@ from pydicom import Dataset
 from bridge.hl7 import decode_frame, parse_message
 from bridge.hl7.charset import codec_for
 from bridge.mapping import load_mappings
-from bridge.outbound.events import (
-    Destination,
-    StatusChange,
-    StatusMessages,
-    order_from_mpps,
-    order_key,
-)
+from bridge.mpps.unscheduled import order_from_mpps
+from bridge.outbound.events import Destination, StatusMessages
 from bridge.outbound.loader import ProfileSet, load_profiles
+from bridge.steps import StatusChange, order_key
 
 from .conftest import PROFILES, REPO
 
@@ -51,7 +47,7 @@ def order(fixture: str) -> Dataset:
     mappings = load_mappings([REPO / "mappings"], default_station_aet="UNASSIGNED")
     text = decode_frame((REPO / "fixtures" / "hl7" / fixture).read_bytes(), default="ascii",
                         aliases={}).text
-    return mappings.map(parse_message(text)).steps[0]
+    return mappings.map(parse_message(text)).items[0]
 
 
 def mpps(status: str, step: Dataset | None) -> Dataset:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.cli import main
+from bridge.app.cli import main
 from bridge.store import SqliteStore, outbox_tx
 
 from .conftest import queue

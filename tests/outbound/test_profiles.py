@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from pydicom import Dataset
 
-from bridge.config import load_settings
+from bridge.app.settings import load_settings
 from bridge.mapping.errors import MappingLoadError
+from bridge.outbound.destinations import resolve_destinations
 from bridge.outbound.er7 import SegmentWriter
 from bridge.outbound.loader import load_profiles
-from bridge.outbound.pipeline import resolve_destinations
 
 from .conftest import PROFILES
 
@@ -93,7 +93,7 @@ def test_destinations_resolve_to_their_profile_or_say_why_not(tmp_path):
             " {name: c, port: 3, message_type: ORU^R01, profile: no-such-profile}]"})
     profiles = load_profiles(settings.outbound.profiles)
     with pytest.raises(MappingLoadError) as caught:
-        resolve_destinations(settings, profiles)
+        resolve_destinations(settings.outbound, profiles)
     assert [str(e) for e in caught.value.errors] == [
         "<config>: outbound.destinations[1].profile: profile oru-r01-v251-status builds "
         "ORU^R01, but message_type is ORM^O01",
@@ -104,13 +104,13 @@ def test_destinations_resolve_to_their_profile_or_say_why_not(tmp_path):
         "MWL_BRIDGE_OUTBOUND__PROFILES": f"[{PROFILES}]",
         "MWL_BRIDGE_OUTBOUND__DESTINATIONS":
             "[{name: a, port: 1, message_type: OMI^O23, charset: '8859/1'}]"})
-    (dest,) = resolve_destinations(ok, profiles)
+    (dest,) = resolve_destinations(ok.outbound, profiles)
     assert (dest.profile.name, dest.codec, dest.msh18) == (
         "ihe-swf-omi-o23-v251-status", "iso8859-1", "8859/1")
 
 
 def test_a_destination_charset_outside_table_0211_is_a_config_error():
-    from bridge.config import ConfigError
+    from bridge.app.settings import ConfigError
 
     with pytest.raises(ConfigError) as caught:
         load_settings(None, environ={"MWL_BRIDGE_OUTBOUND__DESTINATIONS":

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.cli import main
-from bridge.config import ConfigError, Settings, load_settings
+from bridge.app.cli import main
+from bridge.app.settings import ConfigError, Settings, load_settings
 from bridge.outbound.sender import OutboxSender
 from bridge.outbound.settings import OutboundDestination
 from bridge.store import SqliteStore, Store, outbox_tx

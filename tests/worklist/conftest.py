@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from pydicom import Dataset, dcmread
 
-from bridge.config import DicomSettings, WorklistSettings
 from bridge.store.base import Store
 from bridge.store.sqlite import SqliteStore
 from bridge.worklist import WorklistSCP
+from bridge.worklist.settings import DicomSettings, WorklistSettings
 
 FINDSCU = "/usr/bin/findscu"   # never .venv/bin/findscu (pynetdicom's namesake)
 ECHOSCU = "/usr/bin/echoscu"

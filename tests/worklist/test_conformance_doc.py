@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 
-from bridge.config import DicomPeer, DicomSettings
 from bridge.worklist import scp
 from bridge.worklist.access import AccessPolicy
 from bridge.worklist.charset import python_codecs
@@ -18,6 +17,7 @@ from bridge.worklist.query import (
     indexed_keys,
     matching_kinds,
 )
+from bridge.worklist.settings import DicomPeer, DicomSettings
 from tests.doctables import markdown_table, tag_of
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "conformance-statement.md"

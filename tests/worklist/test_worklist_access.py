@@ -13,7 +13,7 @@ import pytest
 from pynetdicom import AE, Association
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
-from bridge.config import DicomPeer, DicomSettings
+from bridge.worklist.settings import DicomPeer, DicomSettings
 
 from .conftest import DCMTK_ENV, ECHOSCU
 

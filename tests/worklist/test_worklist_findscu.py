@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from pydicom import Dataset, dcmread
 
-from bridge.config import DicomSettings, WorklistSettings
 from bridge.store.sqlite import SqliteStore
 from bridge.worklist import WorklistSCP
+from bridge.worklist.settings import DicomSettings, WorklistSettings
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR")
 

@@ -11,7 +11,7 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.filewriter import dcmwrite
 
-from bridge.config import DicomPeer, DicomSettings, WorklistSettings
+from bridge.worklist.settings import DicomPeer, DicomSettings, WorklistSettings
 
 from .conftest import DCMTK_ENV, FINDSCU, FindResult
 

@@ -7,7 +7,6 @@ from pydicom import Dataset
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.tag import Tag
 
-from bridge.config import WorklistSettings
 from bridge.store.query import (
     AnyOf,
     Column,
@@ -20,6 +19,7 @@ from bridge.store.query import (
 )
 from bridge.worklist import QueryError, build_query
 from bridge.worklist.query import IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, UNABLE_TO_PROCESS
+from bridge.worklist.settings import WorklistSettings
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR")
 

@@ -16,12 +16,12 @@ from pydicom.tag import Tag
 from pynetdicom import AE, Association
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
-from bridge.config import DicomSettings, WorklistSettings
 from bridge.store.base import StoreError
 from bridge.store.query import WorklistQuery
 from bridge.store.sqlite import SqliteStore
 from bridge.worklist import WorklistSCP
 from bridge.worklist.scp import FLOW_WINDOW, NoDelayAssociationServer
+from bridge.worklist.settings import DicomSettings, WorklistSettings
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR")
 

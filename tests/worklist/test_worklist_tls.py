@@ -13,9 +13,9 @@ from pydicom import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
-from bridge.config import DicomSettings, TlsSettings, WorklistSettings
-from bridge.tls import TlsConfigError
+from bridge.tls import TlsConfigError, TlsSettings
 from bridge.worklist import WorklistSCP
+from bridge.worklist.settings import DicomSettings, WorklistSettings
 from tests.tlscerts import Pki, make_pki
 
 from .conftest import DCMTK_ENV, FINDSCU

@@ -12,19 +12,33 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
-from bridge.orders.settings import MessageLogSettings
 from bridge.store import CommitQueue, Store, StoreTx
 from bridge.store.orders_tx import ACCEPTED, REJECTED, OrdersTx
 
 log = logging.getLogger(__name__)
+
+
+class MessageLogSettings(Protocol):
+    """What retention reads of ``orders.messages`` (bridge.orders.settings), where the
+    message log is configured; a protocol so maintenance needs nothing of orders."""
+
+    @property
+    def accepted_days(self) -> float: ...
+
+    @property
+    def rejected_days(self) -> float: ...
+
+    @property
+    def purge_interval_s(self) -> float: ...
 
 BATCH = 500
 
 
 def _cutoffs(settings: MessageLogSettings, now: datetime
              ) -> list[tuple[tuple[str, ...], str, str]]:
-    out = []
+    out: list[tuple[tuple[str, ...], str, str]] = []
     for codes, days, what in ((ACCEPTED, settings.accepted_days, "accepted"),
                               (REJECTED, settings.rejected_days, "rejected")):
         if days > 0:
@@ -34,7 +48,7 @@ def _cutoffs(settings: MessageLogSettings, now: datetime
 
 def _purge_job(codes: tuple[str, ...], before: str) -> Callable[[StoreTx], int]:
     def job(tx: StoreTx) -> int:
-        return OrdersTx(tx).purge_messages(codes, before, BATCH)  # type: ignore[arg-type]
+        return OrdersTx(tx).purge_messages(codes, before, BATCH)
 
     return job
 

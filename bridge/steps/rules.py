@@ -1,5 +1,6 @@
-"""Procedure step status: what an MPPS event does to a step, and the conflict rule
-between the MPPS path and the HL7 order lifecycle. Pure functions, no I/O.
+"""Procedure step status: the states, the one terminal set, the ORC-5 map, and the
+conflict rule every path obeys (HL7 order control, ORU results, MPPS, idle rules).
+Pure functions, no I/O; bridge/steps/change.py applies them in the store.
 
 The rule (docs/mpps-outbound.md, "When HL7 and MPPS disagree"):
 
@@ -16,9 +17,9 @@ The rule (docs/mpps-outbound.md, "When HL7 and MPPS disagree"):
    HL7 DC leaves DISCONTINUED, and an HL7 CA after an MPPS COMPLETED leaves
    COMPLETED.
 
-``next_status_from_mpps`` is what the MPPS handlers use;
-``next_status_from_hl7`` is the same rule for the HL7 side, for the order
-lifecycle to call.
+``next_status`` is the rule in SPS terms; ``next_status_from_mpps`` first
+translates an MPPS status (IN PROGRESS -> STARTED), ``next_status_from_hl7`` is
+``next_status`` under the name the HL7 side has always used.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ CANCELED = "CANCELED"
 TERMINAL = frozenset({COMPLETED, DISCONTINUED, CANCELED})
 
 # MPPS status -> SPS status, and SPS status -> HL7 ORC-5 (order status, table 0038).
+# Only these three SPS statuses are ever reported to the RIS.
 SPS_FOR_MPPS = {IN_PROGRESS: STARTED, COMPLETED: COMPLETED, DISCONTINUED: DISCONTINUED}
 ORC5_FOR_SPS = {STARTED: "IP", COMPLETED: "CM", DISCONTINUED: "DC"}
 ORC5_FOR_MPPS = {mpps: ORC5_FOR_SPS[sps] for mpps, sps in SPS_FOR_MPPS.items()}
@@ -59,6 +61,23 @@ def _rank(status: str) -> int:
     return 0
 
 
+def next_status(current: str, wanted: str) -> StatusDecision:
+    """The step's status after an event that asks for SPS status ``wanted``.
+
+    The one rule for every source: a terminal status is never reopened, and a
+    step a modality has started does not go back to a status before STARTED.
+    """
+    if current == wanted:
+        return StatusDecision(current, False, f"already {current}")
+    if current in TERMINAL:
+        return StatusDecision(current, False,
+                              f"the step is {current}, a terminal status, and is never reopened")
+    if current == STARTED and _rank(wanted) < _rank(current):
+        return StatusDecision(current, False,
+                              "the modality has started the step; it stays STARTED")
+    return StatusDecision(wanted, True)
+
+
 def next_status_from_mpps(current: str, mpps_status: str) -> StatusDecision:
     """The step's status after an MPPS event with ``mpps_status``.
 
@@ -66,27 +85,8 @@ def next_status_from_mpps(current: str, mpps_status: str) -> StatusDecision:
     """
     if mpps_status not in SPS_FOR_MPPS:
         raise ValueError(f"{mpps_status!r} is not an MPPS status")
-    wanted = SPS_FOR_MPPS[mpps_status]
-    if current in TERMINAL:
-        if current == wanted:
-            return StatusDecision(current, False, f"already {current}")
-        return StatusDecision(current, False,
-                              f"the step is {current}, a terminal status, and is never reopened")
-    if current == wanted:
-        return StatusDecision(current, False, f"already {current}")
-    if _rank(wanted) < _rank(current):
-        return StatusDecision(current, False, f"the step is already {current}")
-    return StatusDecision(wanted, True)
+    return next_status(current, SPS_FOR_MPPS[mpps_status])
 
 
-def next_status_from_hl7(current: str, incoming: str) -> StatusDecision:
-    """The step's status after an HL7 order message that maps to ``incoming``."""
-    if current == incoming:
-        return StatusDecision(current, False, f"already {current}")
-    if current in TERMINAL:
-        return StatusDecision(current, False,
-                              f"the step is {current}, a terminal status, and is never reopened")
-    if current == STARTED and _rank(incoming) < _rank(current):
-        return StatusDecision(current, False,
-                              "the modality has started the step; it stays STARTED")
-    return StatusDecision(incoming, True)
+# The HL7 side's name for the same rule (an order message maps to an SPS status).
+next_status_from_hl7 = next_status

@@ -9,8 +9,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bridge.config import DEFAULT_CONFIG_NAME, ConfigError, Settings, find_config, load_settings
-from bridge.mapping.tools import add_mapping_commands
+from bridge.app.cli.common import EXIT_CONFIG, open_configured_store, settings_from
+from bridge.app.cli.mapping import add_mapping_commands
+from bridge.app.cli.messages import add_message_commands
+from bridge.app.cli.outbox import add_outbox_commands
+from bridge.app.settings import DEFAULT_CONFIG_NAME, Settings, find_config
 
 DESCRIPTION = """\
 mwl-bridge: an HL7 v2 to DICOM Modality Worklist bridge.
@@ -35,7 +38,6 @@ MWL_BRIDGE_<SECTION>__<KEY>, e.g. MWL_BRIDGE_MLLP__PORT=2576.
 See mwl-bridge.example.yaml and docs/operations.md.
 """
 
-EXIT_CONFIG = 2
 EXIT_NACK = 1
 
 
@@ -74,27 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     wl.add_argument("--limit", type=int, default=100)
     wl.set_defaults(run=_worklist)
 
-    from bridge.outbound.cli import add_outbox_commands  # outbox list/show/retry
-
     add_outbox_commands(sub)
 
     add_mapping_commands(sub)
 
-    from bridge.orders.commands import add_message_commands  # messages list/show/replay
-
     add_message_commands(sub)
     return p
-
-
-def _settings(args: argparse.Namespace) -> Settings | None:
-    path = find_config(args.config)
-    try:
-        return load_settings(path)
-    except ConfigError as exc:
-        print("configuration error:", file=sys.stderr)
-        for err in exc.errors:
-            print(f"  {err}", file=sys.stderr)
-        return None
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -109,11 +96,11 @@ def _setup_logging(settings: Settings) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from(args)
     if settings is None:
         return EXIT_CONFIG
     _setup_logging(settings)
-    from bridge.daemon import Daemon
+    from bridge.app.daemon import Daemon
     from bridge.mapping import MappingLoadError
     from bridge.tls import TlsConfigError
 
@@ -136,7 +123,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from(args)
     if settings is None:
         return EXIT_CONFIG
     from bridge.mapping import MappingLoadError, load_mappings
@@ -170,7 +157,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from(args)
     if settings is None:
         return EXIT_CONFIG
     from bridge.hl7 import ack_code_of, split_messages
@@ -217,12 +204,10 @@ async def _send_all(host: str, port: int, batches: list[tuple[Path, list[bytes]]
 
 
 def _worklist(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from(args)
     if settings is None:
         return EXIT_CONFIG
-    from bridge.store import open_store
-
-    store = open_store(settings)
+    store = open_configured_store(settings)
     try:
         rows = store.list_steps(limit=args.limit)
         total = store.count_steps()

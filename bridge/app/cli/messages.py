@@ -18,11 +18,20 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from bridge.app.cli.common import open_configured_store, settings_from
+from bridge.app.settings import Settings
+from bridge.store import Store
 from bridge.store.orders_tx import LoggedMessage, OrdersTx
 
+if TYPE_CHECKING:
+    from bridge.mapping import MappingSet
+    from bridge.orders.apply import Outcome
+
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+T = TypeVar("T")
 
 
 def add_message_commands(sub: Any) -> None:
@@ -60,17 +69,14 @@ def _help(parser: argparse.ArgumentParser) -> int:
     return EXIT_CONFIG
 
 
-def _open(args: argparse.Namespace) -> tuple[Any, Any] | None:
-    from bridge.cli import _settings
-    from bridge.store import open_store
-
-    settings = _settings(args)
+def _open(args: argparse.Namespace) -> tuple[Settings, Store] | None:
+    settings = settings_from(args)
     if settings is None:
         return None
-    return settings, open_store(settings)
+    return settings, open_configured_store(settings)
 
 
-def _read(store: Any, fn: Callable[[OrdersTx], Any]) -> Any:
+def _read(store: Store, fn: Callable[[OrdersTx], T]) -> T:
     (result,) = store.write([lambda tx: fn(OrdersTx(tx))])
     if isinstance(result, BaseException):
         raise result
@@ -206,19 +212,14 @@ def _replay(args: argparse.Namespace) -> int:
     return EXIT_OK if outcome.ack_code == "AA" else EXIT_FAILED
 
 
-async def _run_replay(settings: Any, store: Any, mappings: Any, original: LoggedMessage
-                      ) -> Any:
-    from bridge.orders.ingest import Ingest
-    from bridge.store import CommitQueue
+async def _run_replay(settings: Settings, store: Store, mappings: MappingSet,
+                      original: LoggedMessage) -> Outcome:
+    from bridge.app.services import replay_intake
 
-    commits = CommitQueue(store, max_batch=1)
-    commits.start()
-    try:
-        ingest = Ingest(lambda: mappings, commits, settings.mllp, orders=settings.orders)
+    # The daemon's own intake, built by the same wiring (bridge/app/services.py).
+    async with replay_intake(settings, store, mappings) as ingest:
         return await ingest.process(original.raw, f"replay of #{original.id}",
                                     replay_of=original.id)
-    finally:
-        await asyncio.to_thread(commits.stop)
 
 
 def _purge(args: argparse.Namespace) -> int:
@@ -226,7 +227,7 @@ def _purge(args: argparse.Namespace) -> int:
     if opened is None:
         return EXIT_CONFIG
     settings, store = opened
-    from bridge.orders.retention import purge_now
+    from bridge.maintenance.retention import purge_now
 
     try:
         counts = purge_now(store, settings.orders.messages)

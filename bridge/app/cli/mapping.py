@@ -16,8 +16,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bridge.app.cli.common import settings_from
+
 if TYPE_CHECKING:
-    from bridge.config import Settings
+    from bridge.app.settings import Settings
     from bridge.mapping.engine import MappingSet
 
 EXIT_OK = 0
@@ -82,18 +84,6 @@ def _no_action(parser: argparse.ArgumentParser) -> int:
     return EXIT_USAGE
 
 
-def _settings(args: argparse.Namespace) -> Settings | None:
-    from bridge.config import ConfigError, find_config, load_settings
-
-    try:
-        return load_settings(find_config(getattr(args, "config", None)))
-    except ConfigError as exc:
-        print("configuration error:", file=sys.stderr)
-        for err in exc.errors:
-            print(f"  {err}", file=sys.stderr)
-        return None
-
-
 def _load(settings: Settings, paths: list[Path] | None) -> MappingSet | None:
     """The mapping set, or None after printing every problem (file:line: key: problem)."""
     from bridge.mapping.errors import MappingLoadError
@@ -116,7 +106,7 @@ def _load(settings: Settings, paths: list[Path] | None) -> MappingSet | None:
 # -- check ------------------------------------------------------------------------------
 
 def _check(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from(args)
     if settings is None:
         return EXIT_USAGE
     mappings = _load(settings, args.files or None)
@@ -155,7 +145,7 @@ def _when_text(path: Path) -> str:
 # -- explain -----------------------------------------------------------------------------
 
 def _explain(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from(args)
     if settings is None:
         return EXIT_USAGE
     from bridge.hl7 import CharsetError, HL7ParseError, decode_frame, parse_message, split_messages
@@ -201,7 +191,7 @@ def _explain(args: argparse.Namespace) -> int:
 # -- test ---------------------------------------------------------------------------------
 
 def _test(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from(args)
     if settings is None:
         return EXIT_USAGE
     from bridge.mapping.cases import (
@@ -234,7 +224,7 @@ def _test(args: argparse.Namespace) -> int:
     for case in cases:
         outcome = run_case(mappings, case, default_charset=settings.mllp.default_charset,
                            aliases=settings.mllp.charset_aliases)
-        status = outcome.status
+        status: str = outcome.status
         if args.update and status in ("fail", "new") and outcome.actual is not None:
             write_expected(case, outcome.actual)
             status = "updated"

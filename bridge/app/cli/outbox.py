@@ -15,6 +15,8 @@ import argparse
 import sys
 from typing import Any
 
+from bridge.app.cli.common import open_configured_store, settings_from
+from bridge.store import Store
 from bridge.store.outbox_tx import OutboxMessage, OutboxState
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_CONFIG = 0, 1, 2
@@ -49,12 +51,9 @@ def _help(parser: argparse.ArgumentParser) -> int:
     return EXIT_CONFIG
 
 
-def _open(args: argparse.Namespace) -> Any:
-    from bridge.cli import _settings
-    from bridge.store import open_store
-
-    settings = _settings(args)
-    return None if settings is None else open_store(settings)
+def _open(args: argparse.Namespace) -> Store | None:
+    settings = settings_from(args)
+    return None if settings is None else open_configured_store(settings)
 
 
 def _states(text: str) -> list[str] | None:

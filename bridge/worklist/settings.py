@@ -1,0 +1,75 @@
+"""The ``dicom`` and ``worklist`` configuration sections: the SCP's AE, its peers,
+and what C-FIND returns."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from bridge.section import Port, Section, ae_title, dicom_charset, networks
+from bridge.tls import TlsSettings
+
+
+class DicomPeer(Section):
+    """One known modality AE (dicom.known_aes, keyed by its AE title)."""
+
+    hosts: list[str] = Field(default_factory=list)  # empty: from any allowed host
+    character_set: str | None = None  # default: dicom.character_set
+    unencodable: Literal["utf8", "transliterate"] | None = None  # default: dicom.unencodable
+    # Use the calling AE title as Scheduled Station AE Title when the query leaves it
+    # empty or "*".
+    station_from_calling_ae: bool = False
+    # What this AE may see; empty lists restrict nothing.
+    stations: list[str] = Field(default_factory=list)
+    modalities: list[str] = Field(default_factory=list)
+    worklist_labels: list[str] = Field(default_factory=list)  # (0074,1202)
+    max_associations: int | None = Field(default=None, ge=1)
+
+    _check_hosts = field_validator("hosts")(classmethod(lambda cls, v: networks(v)))
+    _check_cs = field_validator("character_set")(
+        classmethod(lambda cls, v: v if v is None else dicom_charset(v)))
+
+
+class DicomSettings(Section):
+    host: str = "127.0.0.1"
+    port: Port = 11112
+    ae_title: str = "MWLBRIDGE"
+    # pynetdicom's default of 10 turns away the 11th console.
+    max_associations: int = Field(default=200, ge=1)
+    # Answers are encoded in this Specific Character Set (0008,0005).
+    character_set: str = "ISO_IR 192"
+    max_pdu: int = Field(default=0, ge=0, description="0 means unlimited")
+    acse_timeout_s: float = Field(default=30.0, gt=0)
+    dimse_timeout_s: float = Field(default=30.0, gt=0)
+    network_timeout_s: float = Field(default=60.0, gt=0)
+    # Access control and per-AE behaviour (bridge/worklist/access.py, docs/conformance).
+    require_called_ae: bool = True
+    require_known_ae: bool = False
+    allowed_hosts: list[str] = Field(default_factory=list)  # empty: any host
+    max_associations_per_ae: int = Field(default=0, ge=0)  # 0: only the total limit
+    unencodable: Literal["utf8", "transliterate"] = "utf8"
+    known_aes: dict[str, DicomPeer] = Field(default_factory=dict)
+    tls: TlsSettings = TlsSettings()
+
+    _check_aet = field_validator("ae_title")(classmethod(lambda cls, v: ae_title(v)))
+    _check_cs = field_validator("character_set")(classmethod(lambda cls, v: dicom_charset(v)))
+    _check_hosts = field_validator("allowed_hosts")(classmethod(lambda cls, v: networks(v)))
+
+    @field_validator("known_aes")
+    @classmethod
+    def _known_ae_titles(cls, value: dict[str, DicomPeer]) -> dict[str, DicomPeer]:
+        for title in value:
+            ae_title(title)
+        return value
+
+
+class WorklistSettings(Section):
+    # Statuses never returned by C-FIND (kept in the store).
+    hidden_statuses: list[str] = Field(
+        default_factory=lambda: ["COMPLETED", "DISCONTINUED", "CANCELED", "HELD"])
+    # 0 = no cap. A cap stops broad queries from flooding a console.
+    max_answers: int = Field(default=0, ge=0)
+    # Patient's Name: "insensitive" ignores case and accents (what consoles expect),
+    # "exact" compares as stored (DCMTK's behaviour).
+    patient_name_matching: Literal["insensitive", "exact"] = "insensitive"
