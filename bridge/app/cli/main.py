@@ -24,11 +24,11 @@ default, in ./data), and answers modality worklist queries (C-FIND) as a DICOM
 SCP (default AE title MWLBRIDGE on 127.0.0.1:11112).
 
 Quick start:
-  mwl-bridge serve                               start with the defaults
-  mwl-bridge send fixtures/hl7/orm-ct-head.hl7   send an order, print the ACK
-  mwl-bridge worklist                            list what is scheduled
+  mwl-bridge serve                                  start with the defaults
+  mwl-bridge send fixtures/hl7/orm-o01-ihe-ct.hl7   send an order, print the ACK
+  mwl-bridge worklist                               list what is scheduled
   findscu -W -k ScheduledProcedureStepSequence[0].Modality=CT \\
-          -aec MWLBRIDGE 127.0.0.1 11112          query it as a modality would
+          -aec MWLBRIDGE 127.0.0.1 11112             query it as a modality would
 """
 
 EPILOG = f"""\
