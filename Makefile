@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: serve test install install-test dcmtk lint typecheck bench
+.PHONY: serve test install install-test dcmtk chromium lint typecheck bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,9 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
-install-test: $(BIN)/python dcmtk
+# The test extra brings Playwright for the console's browser tests; they drive
+# Debian's /usr/bin/chromium (the chromium target), never a downloaded browser.
+install-test: $(BIN)/python dcmtk chromium
 	$(BIN)/pip install -q -e '.[test]'
 
 # The tests drive DCMTK's findscu/echoscu as the modality.
@@ -22,11 +24,17 @@ dcmtk:
 		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk; fi; \
 	fi
 
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; \
+	fi
+
 serve: install
 	$(BIN)/mwl-bridge serve
 
 test: install-test
-	$(BIN)/ruff check bridge tests bench
+	$(BIN)/ruff check bridge tests bench fuzz
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
@@ -36,3 +44,19 @@ typecheck: install-test
 bench: install-test
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/cfind.py
+
+# Coverage-guided fuzzing (fuzz/README.md): each harness for FUZZ_SECONDS, one at a
+# time; inputs it finds go to fuzz/.work/, crash reproducers to fuzz/artifacts/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS  = mllp_framer er7_tokenizer msh18_charset mapping_engine cfind_query mpps_validate
+.PHONY: fuzz
+fuzz: $(BIN)/python
+	$(BIN)/pip install -q -e '.[fuzz]'
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/.work/$$t fuzz/artifacts/$$t; \
+		echo "== fuzz/$$t.py for $(FUZZ_SECONDS) s"; \
+		$(BIN)/python fuzz/$$t.py -max_total_time=$(FUZZ_SECONDS) -timeout=30 \
+			-artifact_prefix=fuzz/artifacts/$$t/ fuzz/.work/$$t fuzz/corpus/$$t \
+			|| failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: crashes in$$failed (see fuzz/artifacts/)"; exit 1; fi

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,6 +135,49 @@ def dcmtk_env() -> dict[str, str]:
     return {**os.environ, "TCP_NODELAY": "1"}
 
 
+# --- PostgreSQL ---
+
+# The local server (trust authentication); each benchmark run makes databases of its own.
+PG_SERVER = "host=127.0.0.1 port=5432 user=postgres"
+
+
+@contextmanager
+def fresh_database(prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database for one measurement (dropped afterwards): its DSN."""
+    import psycopg
+
+    name = f"{prefix}_{os.getpid()}_{random.randrange(1 << 30):x}"
+    with psycopg.connect(f"{PG_SERVER} dbname=postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{PG_SERVER} dbname={name}"
+    finally:
+        with psycopg.connect(f"{PG_SERVER} dbname=postgres", autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def vacuum_analyze(dsn: str) -> None:
+    """What autovacuum does on its own some time after a bulk load; done at once here."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+
+
+def store_yaml(dsn: str | None, extra: str = "") -> str:
+    """The config's store section: PostgreSQL at ``dsn``, or the default SQLite file."""
+    if dsn is None:
+        return ""
+    return f"store:\n  backend: postgresql\n  postgresql_dsn: \"{dsn}\"\n{extra}"
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(resident set now, its peak), in MB, from /proc/PID/status."""
+    fields = dict(line.split(":", 1) for line in
+                  Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+
+
 # --- the daemon ---
 
 def write_config(folder: Path, data_dir: Path, extra: str = "") -> Path:
@@ -162,6 +207,10 @@ class Daemon:
 
     def cpu(self) -> float:
         return cpu_seconds(self.proc.pid)
+
+    def rss(self) -> tuple[float, float]:
+        """(RSS now, peak RSS) in MB."""
+        return rss_mb(self.proc.pid)
 
     def stop(self) -> int:
         if self.proc.poll() is None:

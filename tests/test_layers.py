@@ -30,10 +30,15 @@ REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "architecture.md"
 
 # The ground floor's top-level modules: the base of every settings section, TLS
-# contexts, IP allow-lists, located YAML errors. They import nothing of the bridge.
-BASE_MODULES = frozenset({"section", "tls", "addresses", "yamlsrc"})
-DOMAIN = frozenset({"orders", "worklist", "mpps", "outbound", "maintenance"})
-BELOW_DOMAIN = BASE_MODULES | {"store", "hl7", "mapping", "steps"}
+# contexts, IP allow-lists, located YAML errors, peer text made safe for a log
+# line, the structural check of encoded DICOM data sets. They import nothing of
+# the bridge.
+BASE_MODULES = frozenset({"section", "tls", "addresses", "yamlsrc", "logsafe", "dicomwire"})
+DOMAIN = frozenset({"orders", "worklist", "mpps", "outbound", "maintenance", "console"})
+# bridge.telemetry (metrics, readiness) stands beside the base modules: it imports
+# only them, and every other package may import it to be instrumented.
+TELEMETRY = frozenset({"telemetry"})
+BELOW_DOMAIN = BASE_MODULES | TELEMETRY | {"store", "hl7", "mapping", "steps"}
 
 # What each package may import besides itself. The domain packages never import
 # one another: what they share is in steps (the status rules, change_status, the
@@ -41,10 +46,11 @@ BELOW_DOMAIN = BASE_MODULES | {"store", "hl7", "mapping", "steps"}
 # wires them (worklist.DicomService, implemented by mpps.MppsService).
 MAY_IMPORT: dict[str, frozenset[str]] = {
     **{name: frozenset() for name in BASE_MODULES},
-    "store": BASE_MODULES,
-    "hl7": BASE_MODULES,
-    "mapping": BASE_MODULES | {"hl7"},
-    "steps": BASE_MODULES | {"store"},
+    "telemetry": BASE_MODULES,
+    "store": BASE_MODULES | TELEMETRY,
+    "hl7": BASE_MODULES | TELEMETRY,
+    "mapping": BASE_MODULES | TELEMETRY | {"hl7"},
+    "steps": BASE_MODULES | TELEMETRY | {"store"},
     **{name: BELOW_DOMAIN for name in DOMAIN},
     "app": BELOW_DOMAIN | DOMAIN,
     "__main__": frozenset({"app"}),
@@ -61,15 +67,19 @@ SERVICES = "bridge/app/services.py"
 # gets its writer and intake from there too: replay_intake).
 CONSTRUCTORS = (
     "CommitQueue",
+    "ConsoleServer",  # the operator console's HTTP server (admin.enabled)
     "MllpServer.start",
     "WorklistSCP",
     "MppsService",
     "OutboxSender",
     "Housekeeping",
     "Retention",
+    "Leadership",  # heartbeat row and maintenance leader election (the instance service)
     "Ingest",  # the MLLP intake: build_intake
     "status_messages",  # the one Reporter for every source of status changes
     "MappingReloader",  # the mapping set and its watch() task (mapping-reload)
+    "Metrics",  # the one metrics registry (bridge.telemetry): no second one anywhere
+    "Readiness",  # the daemon's readiness checks, served as /readyz
 )
 
 

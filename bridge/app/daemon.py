@@ -12,7 +12,7 @@ import logging
 import signal
 from collections.abc import Callable
 
-from bridge.app.services import Service, build_services, load_mappings
+from bridge.app.services import Service, ServiceSet, build_services, load_mappings
 from bridge.app.settings import Settings
 from bridge.mapping import MappingReloader, MappingSet
 from bridge.store import Store, open_store
@@ -27,6 +27,8 @@ class Daemon:
         self._mappings: MappingReloader | None = None  # hot reload: SIGHUP, file changes
         self.mllp_port = 0
         self.dicom_port = 0
+        self.ready = False  # every service started
+        self.services: ServiceSet | None = None  # once wired: metrics, readiness, ...
 
     def current_mappings(self) -> MappingSet:
         assert self._mappings is not None, "mappings are loaded before the listener starts"
@@ -43,15 +45,19 @@ class Daemon:
         started: list[Service] = []
         try:
             wired = build_services(s, store, self._mappings)
+            self.services = wired
             for service in wired.services:
                 await service.start()
                 started.append(service)
             self.mllp_port = wired.mllp.port
             self.dicom_port = wired.dicom.port
             log.info("mappings active: %s", ", ".join(self.current_mappings().names))
-            log.info("ready: MLLP on %s:%d, DICOM AE %s on %s:%d, store %s", s.mllp.host,
+            # Tests and bench scripts parse this line's beginning: add only at its end.
+            log.info("ready: MLLP on %s:%d, DICOM AE %s on %s:%d, store %s%s", s.mllp.host,
                      self.mllp_port, s.dicom.ae_title, s.dicom.host, self.dicom_port,
-                     s.store.backend)
+                     s.store.backend,
+                     f", console on {wired.console.url}" if wired.console is not None else "")
+            self.ready = True
             if on_ready is not None:
                 on_ready(self)
             self._install_signals()

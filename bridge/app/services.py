@@ -6,12 +6,16 @@ store and the loaded mappings, in the order the daemon starts them; the daemon
 stops them in reverse:
 
     1. store-writer     the CommitQueue thread (group commit)
-    2. outbox-sender    delivers status messages queued in the outbox
-    3. housekeeping     idle rules and purges (bridge/maintenance/)
-    4. retention        the message log's purge (bridge/maintenance/)
-    5. dicom            the worklist SCP, with the MPPS SCP on its AE
-    6. mllp             the HL7 listener (its intake warms the resend cache first)
-    7. mapping-reload   hot reload of the mapping files
+    2. instance         heartbeat row and maintenance leader election (several
+                        instances on one database; bridge/maintenance/leader.py)
+    3. outbox-sender    delivers status messages queued in the outbox (claims them;
+                        on PostgreSQL LISTENs for other instances' new rows)
+    4. housekeeping     idle rules and purges (bridge/maintenance/), leader only
+    5. retention        the message log's purge (bridge/maintenance/), leader only
+    6. dicom            the worklist SCP, with the MPPS SCP on its AE
+    7. mllp             the HL7 listener (its intake warms the resend cache first)
+    8. mapping-reload   hot reload of the mapping files
+    9. console          the operator console's HTTP server (admin.enabled; bridge/console/)
 
 Starting the writer first and the MLLP listener last, and stopping them in
 reverse, means no ACK is ever written for work that was not committed, and
@@ -24,25 +28,51 @@ goes through the very wiring the daemon uses.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, Protocol
 
+from bridge.app.health import mapping_reader, outbox_reader, readiness_checks
 from bridge.app.settings import Settings
-from bridge.hl7 import AckControlIds, MllpServer
+from bridge.console.context import ConsoleContext, PlainAnswer, ReplayHook, ReplayResult
+from bridge.hl7 import AckControlIds, ConnectionLimits, MllpServer
 from bridge.hl7.access import guard_sources
 from bridge.maintenance.housekeeping import Housekeeping
+from bridge.maintenance.leader import Leadership, instance_info
 from bridge.maintenance.retention import Retention
 from bridge.mapping import MappingReloader, MappingSet
 from bridge.mpps.service import MppsService
+from bridge.orders.apply import Outcome
 from bridge.orders.ingest import Ingest
 from bridge.outbound.destinations import status_messages
 from bridge.outbound.sender import OutboxSender
-from bridge.store import CommitQueue, Store
+from bridge.store import CommitQueue, Store, StoreTx
+from bridge.store.outbox_tx import OUTBOX_CHANNEL
+from bridge.telemetry import Metrics, Readiness
 from bridge.tls import server_context
 from bridge.worklist import WorklistSCP
 from bridge.worklist.scp import DicomService
+
+if TYPE_CHECKING:
+    from bridge.console.server import ConsoleServer
+    from bridge.steps import Reporter
+    from bridge.store.ha_tx import InstanceInfo
+
+
+class StartupError(Exception):
+    """A service could not start for a reason the operator fixes in the config; the
+    message names the listener, the address and the setting to change."""
+
+
+def _bind_error(what: str, host: str, port: int, section: str, exc: OSError) -> StartupError:
+    # Port conflicts and wrong addresses are the commonest deployment mistakes:
+    # say which listener, where, and which keys move it.
+    reason = exc.strerror or str(exc)
+    return StartupError(f"the {what} cannot listen on {host}:{port}: {reason}; "
+                        f"change {section}.port (or {section}.host)")
 
 
 class Service(Protocol):
@@ -71,6 +101,13 @@ class Hooks:
         await self.on_stop()
 
 
+def _version() -> str:
+    try:
+        return metadata.version("mwl-bridge")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def load_mappings(settings: Settings) -> MappingReloader:
     """The mapping set, loaded now (MappingLoadError: the daemon must not start), and
     kept following the files (the mapping-reload service, SIGHUP)."""
@@ -78,18 +115,40 @@ def load_mappings(settings: Settings) -> MappingReloader:
 
 
 def build_intake(settings: Settings, mappings: Callable[[], MappingSet], commits: CommitQueue,
-                 ack_ids: AckControlIds) -> Ingest:
+                 ack_ids: AckControlIds, metrics: Metrics | None = None) -> Ingest:
     """The MLLP frame handler: decode, map, apply, record, ACK."""
     return Ingest(mappings, commits, settings.mllp, log_phi=settings.logging.log_phi,
-                  orders=settings.orders, ack_ids=ack_ids)
+                  orders=settings.orders, ack_ids=ack_ids, metrics=metrics)
+
+
+class _ThenCommits(CommitQueue):
+    """A writer that runs ``then(tx, outcome)`` in the transaction of each message it
+    records (a job returning an ``Outcome`` with a message log row): the console's
+    replay writes its audit row there, with the replayed message, or neither."""
+
+    def __init__(self, store: Store, then: Callable[[StoreTx, Outcome], None]) -> None:
+        super().__init__(store, max_batch=1)
+        self._then = then
+
+    async def submit(self, job: Callable[[StoreTx], Any]) -> Any:
+        def with_then(tx: StoreTx) -> Any:
+            result = job(tx)
+            if isinstance(result, Outcome) and result.message_id is not None:
+                self._then(tx, result)
+            return result
+
+        return await super().submit(with_then)
 
 
 @asynccontextmanager
-async def replay_intake(settings: Settings, store: Store, mappings: MappingSet
+async def replay_intake(settings: Settings, store: Store, mappings: MappingSet, *,
+                        then: Callable[[StoreTx, Outcome], None] | None = None
                         ) -> AsyncIterator[Ingest]:
     """The daemon's intake on its own writer, for ``mwl-bridge messages replay``
-    (which may run beside the daemon: the store serialises the two writers)."""
-    commits = CommitQueue(store, max_batch=1)
+    (which may run beside the daemon: the store serialises the two writers).
+    ``then`` runs in the transaction that records each message (the console's
+    audit row of a replay)."""
+    commits = CommitQueue(store, max_batch=1) if then is None else _ThenCommits(store, then)
     commits.start()
     try:
         yield build_intake(settings, lambda: mappings, commits, AckControlIds())
@@ -111,12 +170,28 @@ class MllpService:
     async def start(self) -> None:
         m = self.settings.mllp
         await self.intake.open()  # the resend cache, before the first frame
-        self._server = await MllpServer.start(
-            guard_sources(self.intake, m.allow, self.ack_ids), host=m.host, port=m.port,
-            max_frame_bytes=m.max_frame_bytes, idle_timeout_s=m.idle_timeout_s,
-            ssl=server_context(m.tls, "mllp.tls"),
-            ssl_handshake_timeout_s=m.tls.handshake_timeout_s)
+        # Everything loaded so far (modules, mappings, settings) lives as long as the
+        # daemon: out of the collector's sight, a full collection triggered by one large
+        # message scans only what messages made, and stalls every thread for less.
+        gc.freeze()
+        try:
+            self._server = await MllpServer.start(
+                guard_sources(self.intake, m.allow, self.ack_ids), host=m.host, port=m.port,
+                max_frame_bytes=m.max_frame_bytes, idle_timeout_s=m.idle_timeout_s,
+                ssl=server_context(m.tls, "mllp.tls"),
+                ssl_handshake_timeout_s=m.tls.handshake_timeout_s,
+                limits=ConnectionLimits.of(m))
+        except OSError as exc:
+            raise _bind_error("MLLP listener", m.host, m.port, "mllp", exc) from None
         self.port = self._server.port
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
+
+    @property
+    def open_connections(self) -> int:
+        return 0 if self._server is None else self._server.connection_count
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -130,14 +205,23 @@ class DicomScpService:
     """The worklist SCP (pynetdicom threads) with its other services on the same AE."""
 
     scp: WorklistSCP
+    settings: Settings
     name: str = "dicom"
     port: int = 0
+    listening: bool = False
 
     async def start(self) -> None:
-        self.scp.start()
+        d = self.settings.dicom
+        try:
+            self.scp.start()
+        except OSError as exc:
+            raise _bind_error(f"DICOM SCP (AE {d.ae_title})", d.host, d.port, "dicom",
+                              exc) from None
         self.port = self.scp.port
+        self.listening = True
 
     async def stop(self) -> None:
+        self.listening = False
         await asyncio.to_thread(self.scp.stop)
 
 
@@ -148,6 +232,11 @@ class ServiceSet:
     services: list[Service]
     mllp: MllpService
     dicom: DicomScpService
+    # The one registry of the daemon's metrics, and its readiness (bridge.telemetry):
+    # what /metrics and /readyz serve.
+    metrics: Metrics
+    readiness: Readiness
+    console: ConsoleService | None = None  # admin.enabled
 
 
 def _writer(commits: CommitQueue) -> Service:
@@ -176,21 +265,42 @@ def build_services(settings: Settings, store: Store, mappings: MappingReloader
     bridge.tls.TlsConfigError for an unreadable TLS file or a bad setting.
     """
     s = settings
-    commits = CommitQueue(store, max_batch=s.store.max_batch)
+    metrics = Metrics(known_aes=s.dicom.known_aes,
+                      destinations=[d.name for d in s.outbound.destinations if d.enabled])
+    commits = CommitQueue(store, max_batch=s.store.max_batch, metrics=metrics)
     # One reporter for every source of status changes (bridge.steps.Reporter).
     reporter = status_messages(s.outbound)
     # The whole list: the sender skips disabled ones, and names each by position.
+    me = instance_info(s.store.instance_id, _version())
     sender = OutboxSender(store, s.outbound.destinations, submit=commits.submit,
-                          poll_interval_s=s.outbound.poll_interval_s)
+                          poll_interval_s=s.outbound.poll_interval_s, instance=me.id,
+                          metrics=metrics)
+    roles = ["mllp", "dicom", *(["mpps"] if s.mpps.enabled else []),
+             *(["outbox"] if sender.destinations else [])]
+    # Several instances on one database: the heartbeat row, and the maintenance leader.
+    leadership = Leadership(commits.submit, me, heartbeat_s=s.store.heartbeat_s,
+                            lease_s=s.store.leader_lease_s, roles=lambda: roles)
     housekeeping = Housekeeping(s.housekeeping, commits.submit, messages=reporter,
-                                notify=sender.wake)
-    retention = Retention(commits, s.orders.messages)
+                                notify=sender.wake, leader=leadership)
+    leadership.on_elected(housekeeping.kick)
+    retention = Retention(commits, s.orders.messages, leader=leadership)
     dicom_services: Sequence[DicomService] = (
-        [MppsService(store, s.mpps, messages=reporter, notify=sender.wake)]
+        [MppsService(store, s.mpps, messages=reporter, notify=sender.wake,
+                     max_data_set_bytes=s.dicom.max_message_bytes, metrics=metrics)]
         if s.mpps.enabled else [])
-    dicom = DicomScpService(WorklistSCP(store, s.dicom, s.worklist, services=dicom_services))
+    dicom = DicomScpService(WorklistSCP(store, s.dicom, s.worklist, services=dicom_services,
+                                        metrics=metrics), s)
     ack_ids = AckControlIds()  # one MSH-10 source for every ACK this daemon sends
-    mllp = MllpService(s, build_intake(s, mappings.current, commits, ack_ids), ack_ids)
+    mllp = MllpService(s, build_intake(s, mappings.current, commits, ack_ids, metrics),
+                       ack_ids)
+    readiness = Readiness(readiness_checks(
+        store, mllp=lambda: mllp.listening, dicom=lambda: dicom.listening,
+        writer=lambda: commits.running, mappings=mappings))
+    metrics.watch_outbox(outbox_reader(store))
+    metrics.watch_mappings(mapping_reader(mappings))
+    metrics.watch_connections(mllp=lambda: mllp.open_connections,
+                              dicom=lambda: dicom.scp.open_associations)
+    metrics.watch_readiness(readiness.results)
     watch: list[asyncio.Task[None]] = []
 
     async def watch_start() -> None:
@@ -202,14 +312,136 @@ def build_services(settings: Settings, store: Store, mappings: MappingReloader
         await asyncio.gather(*watch, return_exceptions=True)
         watch.clear()
 
+    listening: list[Callable[[], None]] = []
+
+    async def sender_start() -> None:
+        await sender.start()
+        # PostgreSQL: every instance's new outbox rows wake this sender at once.
+        listening.append(store.listen(OUTBOX_CHANNEL, lambda _payload: sender.wake()))
+
+    async def sender_stop() -> None:
+        for close in listening:
+            await asyncio.to_thread(close)
+        listening.clear()
+        await sender.stop()
+
+    # The operator console (admin.enabled), started after the listeners, stopped first.
+    console = (ConsoleService(s, _console_server(s, store, commits, reporter, sender.wake,
+                                                 mappings, metrics, readiness, me))
+               if s.admin.enabled else None)
     return ServiceSet(
         services=[
             _writer(commits),
-            Hooks("outbox-sender", sender.start, sender.stop),
+            Hooks("instance", leadership.start, leadership.stop),
+            Hooks("outbox-sender", sender_start, sender_stop),
             _task("housekeeping", housekeeping.start, housekeeping.stop),
             _task("retention", retention.start, retention.stop),
             dicom,
             mllp,
             Hooks("mapping-reload", watch_start, watch_stop),
+            *([console] if console is not None else []),
         ],
-        mllp=mllp, dicom=dicom)
+        mllp=mllp, dicom=dicom, metrics=metrics, readiness=readiness, console=console)
+
+
+@dataclass
+class ConsoleService:
+    """The operator console (bridge/console/): uvicorn on the daemon's loop."""
+
+    settings: Settings
+    server: ConsoleServer
+    name: str = "console"
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def start(self) -> None:
+        a = self.settings.admin
+        try:
+            await self.server.start()
+        except OSError as exc:
+            raise _bind_error("operator console", a.host, a.port, "admin", exc) from None
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+
+def _console_server(s: Settings, store: Store, commits: CommitQueue,
+                    reporter: Reporter | None,
+                    wake: Callable[[], None], mappings: MappingReloader, metrics: Metrics,
+                    readiness: Readiness, me: InstanceInfo) -> ConsoleServer:
+    """The console, given what it shows and acts through: the store, the daemon's
+    writer, the one Reporter and the sender's wake (operator actions reach the RIS
+    like MPPS), replay through the daemon's intake, the mappings, /metrics and
+    /readyz. The web stack is imported only when the console is on."""
+    from bridge.console.server import ConsoleRefused, ConsoleServer
+    from bridge.mapping import MappingLoadError
+    from bridge.mapping.loader import load_configured
+    from bridge.store import browse, ha_tx
+    from bridge.telemetry import healthz_endpoint, metrics_endpoint, readyz_endpoint
+
+    def result_of(outcome: Outcome) -> ReplayResult:
+        what = outcome.summary if outcome.ack_code == "AA" or outcome.rejection is None \
+            else outcome.rejection.text
+        return ReplayResult(outcome.message_id, outcome.ack_code, what, outcome.ack)
+
+    async def replay(message_id: int, within: ReplayHook | None = None) -> ReplayResult:
+        original = await asyncio.to_thread(browse.get_message, store, message_id)
+        if original is None:
+            raise LookupError(f"no message {message_id}")
+        try:  # the files as they are on disk now, after the fix (as `messages replay`)
+            fresh = await asyncio.to_thread(load_configured, s.mapping)
+        except MappingLoadError as exc:
+            failed = ReplayResult(None, "", "the mapping files do not load: "
+                                  + "; ".join(str(e) for e in exc.errors), b"")
+            if within is not None:  # nothing else is written: the audit row alone
+                await commits.submit(lambda tx: within(tx, failed))
+            return failed
+        then = None if within is None else (
+            lambda tx, outcome: within(tx, result_of(outcome)))
+        async with replay_intake(s, store, fresh, then=then) as ingest:
+            outcome = await ingest.process(original.raw, f"replay of #{message_id}",
+                                           replay_of=message_id)
+        return result_of(outcome)
+
+    def check_mappings() -> list[str]:
+        try:
+            load_configured(s.mapping)
+        except MappingLoadError as exc:
+            return [str(e) for e in exc.errors]
+        return []
+
+    def instances() -> list[dict[str, Any]]:
+        rows = ha_tx.list_instances(store)
+        if not rows:
+            return [{"id": me.id, "host": me.host, "pid": me.pid, "version": me.version,
+                     "started_at": me.started_at, "last_seen": "", "roles": "",
+                     "stopped_at": "", "this": True}]
+        # The heartbeat's roles name the maintenance leader ("maintenance") too.
+        return [{"id": r.id, "host": r.host, "pid": r.pid, "version": r.version,
+                 "started_at": r.started_at, "last_seen": r.last_seen,
+                 "roles": ", ".join(r.roles),
+                 "stopped_at": r.stopped_at, "this": r.id == me.id} for r in rows
+                if not r.stopped_at]
+
+    def plain(fn: Callable[[], Any]) -> Callable[[], Any]:
+        async def endpoint() -> PlainAnswer:
+            answer = await asyncio.to_thread(fn)  # /metrics and /readyz read the store
+            return PlainAnswer(answer.status, answer.content_type, answer.body)
+
+        return endpoint
+
+    ctx = ConsoleContext(
+        settings=s.admin, store=store, submit=commits.submit, reporter=reporter, notify=wake,
+        replay=replay, mappings=mappings.current, check_mappings=check_mappings,
+        charset=s.mllp.default_charset, charset_aliases=dict(s.mllp.charset_aliases),
+        config=lambda: s.model_dump(mode="json"), instances=instances, live=metrics.live,
+        plain={"/metrics": plain(lambda: metrics_endpoint(metrics)),
+               "/healthz": plain(healthz_endpoint),
+               "/readyz": plain(lambda: readyz_endpoint(readiness))},
+        version=_version())
+    try:
+        return ConsoleServer(ctx, server_context(s.admin.tls, "admin.tls"))
+    except ConsoleRefused as exc:
+        raise StartupError(str(exc)) from None

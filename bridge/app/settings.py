@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import ValidationError
 
+from bridge.console.settings import AdminSettings
 from bridge.hl7.settings import MllpSettings
 from bridge.maintenance.settings import HousekeepingSettings
 from bridge.mapping.settings import MappingSettings
@@ -40,6 +41,9 @@ DEFAULT_CONFIG_NAME = "mwl-bridge.yaml"
 
 class LoggingSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # text: one line per record for people; json: one JSON object per line with
+    # stable field names (ts, level, logger, msg, ...) for log collectors.
+    format: Literal["text", "json"] = "text"
     # Patient data (names, IDs, message text) is only logged when this is on,
     # and then only at DEBUG.
     log_phi: bool = False
@@ -58,6 +62,7 @@ class Settings(Section):
     mpps: MppsSettings = MppsSettings()
     outbound: OutboundSettings = OutboundSettings()
     housekeeping: HousekeepingSettings = HousekeepingSettings()
+    admin: AdminSettings = AdminSettings()  # the operator console: docs/console.md
 
     @property
     def sqlite_path(self) -> Path:
@@ -164,10 +169,11 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
 
     mllp = settings.mllp.model_copy(update={"tls": tls_files(settings.mllp.tls)})
     dicom = settings.dicom.model_copy(update={"tls": tls_files(settings.dicom.tls)})
+    admin = settings.admin.model_copy(update={"tls": tls_files(settings.admin.tls)})
     outbound = settings.outbound.model_copy(
         update={"profiles": [resolve(p) for p in settings.outbound.profiles],
                 "destinations": [d.model_copy(update={"tls": tls_files(d.tls)})
                                  for d in settings.outbound.destinations]})
     return settings.model_copy(update={
         "data_dir": resolve(settings.data_dir), "store": store, "mapping": mapping,
-        "mllp": mllp, "dicom": dicom, "outbound": outbound})
+        "mllp": mllp, "dicom": dicom, "outbound": outbound, "admin": admin})

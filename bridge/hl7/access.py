@@ -14,8 +14,13 @@ sender (from this address)            MSH^1^3^1^1
 
 A refused frame without a readable MSH gets no ACK (there is nothing to
 address it to): the connection is closed, as for any non-HL7 frame. Refused
-messages are logged (address, MSH-3, MSH-4, MSH-10: no patient data) and not
-stored, so an unknown peer can't fill the message log.
+messages are logged (address, MSH-3, MSH-4, MSH-10: no patient data, each
+made safe and cut by bridge.logsafe.shown) and not stored, so an unknown peer
+can't fill the message log.
+
+``mllp.allow.hosts`` is checked twice: the listener asks ``admits`` at accept
+(AllowListHandler is an AddressGate), so a refused address is closed before
+it can send a byte; the per-frame check stays for servers without that gate.
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.addresses import Network, address_in, networks
-from bridge.hl7.ack import AckControlIds, ErrorDetail, build_ack, read_header_bytes
+from bridge.hl7.ack import AckControlIds, ErrorDetail, build_ack, echo, read_header_bytes
 from bridge.hl7.charset import encode_text
 from bridge.hl7.message import Segment
 from bridge.hl7.server import FrameHandler
 from bridge.hl7.settings import MllpAllowSettings
+from bridge.logsafe import shown
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +90,10 @@ class AllowListHandler:
         self._allow = allow
         self._ack_ids = ack_ids or AckControlIds()
 
+    def admits(self, address: str) -> bool:
+        """The listener's check at accept (AddressGate): mllp.allow.hosts alone."""
+        return self._allow.host_allowed(address)
+
     async def handle_frame(self, payload: bytes, peer: str) -> bytes | None:
         refusal = self._refusal(payload, peer)
         if refusal is not None:
@@ -109,14 +119,14 @@ class AllowListHandler:
         elif header is not None and not self._allow.sender_allowed(application, facility,
                                                                   address):
             error = ErrorDetail(code=UNKNOWN_KEY, location="MSH^1^3^1^1",
-                                text=f"sending application {application!r} / facility "
-                                     f"{facility!r} is not accepted from {address}")
+                                text=f"sending application {echo(application)} / facility "
+                                     f"{echo(facility)} is not accepted from {address}")
             why = "sender not in mllp.allow.senders"
         else:
             return None
         control_id = header.value(10) if header is not None else ""
-        log.warning("HL7 message %r from %s (MSH-3 %r, MSH-4 %r) refused: %s", control_id,
-                    peer, application, facility, why)
+        log.warning("HL7 message %s from %s (MSH-3 %s, MSH-4 %s) refused: %s",
+                    shown(control_id), peer, shown(application), shown(facility), why)
         if header is None:
             return (None,)
         return (self._ack(header, error),)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.hl7.charset import BOM
-from bridge.hl7.message import Delimiters, HL7ParseError, Segment, escape, parse_message
+from bridge.hl7.message import Delimiters, HL7ParseError, Segment, escape, parse_header
 
 # HL7 table 0357, message error condition codes. 104 exists from v2.6 on; it
 # is the honest code for "too long for a DICOM SH", and older receivers still
@@ -38,6 +38,23 @@ _TABLE_0357: dict[int, str] = {
 _ACK_CODES = frozenset({"AA", "AE", "AR", "CA", "CE", "CR"})
 _SEVERITIES = frozenset({"E", "W", "I", "F"})
 _FIRST_LINE = re.compile(r"[\r\n]")
+_FIRST_LINE_BYTES = re.compile(rb"[\r\n]")
+# ERR-8 and MSA-3 are sentences for a person; whatever a text quotes, the ACK
+# stays small (a bad 1 MB value must not come back whole).
+MAX_TEXT = 1024
+ECHO_CHARS = 64  # of an offending value quoted in an error text
+
+
+def echo(value: str, limit: int = ECHO_CHARS) -> str:
+    """An offending value quoted for an error text: its repr, cut to ``limit``
+    characters, with the full length when cut."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 3] + "..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +82,14 @@ def read_header(text: str) -> Segment | None:
     """The MSH of a message, parsed alone; None when the first line is no readable MSH.
 
     Only the first line is tokenized, so garbage in later segments cannot
-    prevent an ACK that names the message.
+    prevent an ACK that names the message. Broken encoding characters (MSH-2)
+    are read as ``^~\\&`` here, so that the message can still be answered with
+    an error naming MSH-2 (parse_message refuses them).
     """
     text = text.lstrip("\ufeff \t\r\n\x0b")
     match = _FIRST_LINE.search(text)
     try:
-        return parse_message(text[:match.start()] if match else text).msh
+        return parse_header(text[:match.start()] if match else text, standard_delimiters=True)
     except HL7ParseError:
         return None
 
@@ -84,7 +103,8 @@ def read_header_bytes(frame: bytes) -> Segment | None:
     data = frame.lstrip(b"\x0b\r\n \t")
     if data.startswith(BOM):
         data = data[len(BOM):]
-    return read_header(data.decode("latin-1"))
+    match = _FIRST_LINE_BYTES.search(data)  # decode the first line only, not 4 MB
+    return read_header((data[:match.start()] if match else data).decode("latin-1"))
 
 
 def _version(msh: Segment) -> tuple[int, ...]:
@@ -113,7 +133,7 @@ def _err_segment(detail: ErrorDetail, d: Delimiters) -> str:
         d.component.join([str(detail.code), escape(standard, d), "HL70357"]),  # ERR-3
         detail.severity,  # ERR-4
         "", "", "",  # ERR-5..7
-        escape(detail.text, d),  # ERR-8 user message
+        escape(_bounded(detail.text), d),  # ERR-8 user message
     ]
     return _join(fields, d.field)
 
@@ -156,7 +176,7 @@ def build_ack(msh: Segment, ack_code: str, *, errors: Sequence[ErrorDetail] = ()
     ]
     segments = [
         _join(header, d.field),
-        _join(["MSA", ack_code, msh.raw(10), escape(text, d)], d.field),
+        _join(["MSA", ack_code, msh.raw(10), escape(_bounded(text), d)], d.field),
         *(_err_segment(detail, d) for detail in errors),
     ]
     return "\r".join(segments) + "\r"

@@ -90,12 +90,16 @@ def _msh18_repetitions(frame: bytes) -> list[str]:
         return []
     match = _SEGMENT_END.search(data)
     line = data[:match.start()] if match else data
-    if b"\x1b" in line or b"\x0e" in line:
-        line = _SHIFTED.sub(b"", line)
+    # MSH-1 is read before the shifted runs are cut: an ESC or SO there would
+    # take the whole line with it. A control character is no field separator
+    # (bridge.hl7.message refuses it too: the frame is not HL7).
     sep = line[3:4]
-    if sep.isalnum() or sep.isspace():
+    if sep.isalnum() or sep.isspace() or sep < b" " or sep == b"\x7f":
         return []
-    fields = line.split(sep)
+    rest = line[4:]
+    if b"\x1b" in rest or b"\x0e" in rest:
+        rest = _SHIFTED.sub(b"", rest)
+    fields = [line[:3], *rest.split(sep)]
     # fields[0] is "MSH" and fields[1] is MSH-2, so MSH-n sits at index n-1.
     if len(fields) < 18:
         return []

@@ -14,6 +14,11 @@ the same here as in the standard.
 Escape sequences (``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\.br\\ \\Xhh\\``) are decoded
 at the sub-component level, after splitting, which is the only order that keeps
 an escaped delimiter from splitting a value.
+
+``parse_message(text, limits)`` also bounds the work one message can cause
+(segments, fields, repetitions, components): the counts are taken with
+``str.count`` before anything is split, so a message that breaks a limit costs
+one pass over its text, not the millions of strings it would split into.
 """
 
 from __future__ import annotations
@@ -27,12 +32,47 @@ Component = tuple[str, ...]
 Repetition = tuple[Component, ...]
 Field = tuple[Repetition, ...]
 
-_SEGMENT_SPLIT = re.compile(r"\r\n|\r|\n")
+_LINE = re.compile(r"[^\r\n]+")  # a segment: CR, LF or CRLF end it; blank lines vanish
 _SEGMENT_ID = re.compile(r"^[A-Z][A-Z0-9]{2}$")
+# MSH is read for its header fields only (MSH-1..MSH-21 and a few more from v2.7):
+# splitting more of a hostile MSH line would cost time and memory for nothing.
+_HEADER_FIELDS = 32
 
 
 class HL7ParseError(ValueError):
-    """The text is not an HL7 v2 ER7 message (no usable MSH)."""
+    """The text is not an HL7 v2 ER7 message the bridge can read.
+
+    ``location`` (an ERL such as ``MSH^1^2``, or "") and ``code`` (HL7 table 0357)
+    say what to put in the ERR segment when the header is still readable enough to
+    answer.
+    """
+
+    def __init__(self, text: str, *, location: str = "", code: int = 100) -> None:
+        super().__init__(text)
+        self.location = location
+        self.code = code
+
+
+class HL7LimitError(HL7ParseError):
+    """A readable message with more structure than ``Limits`` allows.
+
+    Not a parse failure: the text says which limit and where, and the sender
+    must change the message (AE), not resend it.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How much structure one message may have (the ``mllp.max_*`` settings).
+
+    ``components`` bounds both the components of one repetition and the
+    sub-components of one component.
+    """
+
+    segments: int
+    fields: int
+    repetitions: int
+    components: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,33 +193,157 @@ class Message:
         return [seg for seg in self.segments if seg.name == name]
 
 
-def parse_message(text: str) -> Message:
+def parse_message(text: str, limits: Limits | None = None) -> Message:
     """Tokenize ER7 text. Accepts CR, LF or CRLF segment ends and blank lines.
 
-    Raises HL7ParseError when the text does not start with a usable MSH.
+    Raises HL7ParseError when the text does not start with a usable MSH, and
+    HL7LimitError (a subclass) when ``limits`` are given and the message breaks one.
     """
     text = text.lstrip("\ufeff \t\r\n\x0b")
     if not text.startswith("MSH") or len(text) < 8:
         raise HL7ParseError("message does not start with an MSH segment")
+    delims = _delimiters(text)
+    sep = delims.field
+    segments: list[Segment] = []
+    seen: dict[str, int] = {}
+    lines = 0
+    for match in _LINE.finditer(text):
+        line = match.group()
+        name = line.split(sep, 1)[0]
+        lines += 1  # white-space lines count too: each costs a turn of this loop
+        if limits is not None and lines > limits.segments:
+            where = f"{name}^{seen.get(name, 0) + 1}" if _SEGMENT_ID.match(name) else ""
+            raise HL7LimitError(
+                f"the message has more than {limits.segments} segments (mllp.max_segments)",
+                location=where, code=100)
+        if not line.strip():
+            continue
+        if not _SEGMENT_ID.match(name):
+            raise HL7ParseError(f"segment {len(segments) + 1} has no valid segment id")
+        seq = seen[name] = seen.get(name, 0) + 1
+        if limits is not None:
+            _check_line(line, name, seq, delims, limits)
+        segments.append(Segment(name=name, raw_fields=line.split(sep), delimiters=delims))
+    return Message(segments=segments, delimiters=delims)
+
+
+def _delimiters(text: str) -> Delimiters:
+    """MSH-1 and MSH-2 of a text that starts with "MSH"; HL7ParseError when unusable.
+
+    The five delimiters must differ from each other: with two the same (``MSH|^^^^|``)
+    every later field would split wrongly, and the message would be rejected for
+    whatever that happened to break, far from the real problem. A control
+    character (ESC, SO, NUL ...) is no delimiter either: ESC and SO start ISO 2022
+    shifted text, and an ACK written with one could not be read back.
+    """
     sep = text[3]
+    if _unusable_delimiter(sep):
+        raise HL7ParseError("MSH-1 (field separator) is a letter, digit, white space or "
+                            "control character", location="MSH^1^1", code=102)
     # MSH-2 is up to 4 characters (5 with the v2.7 truncation character);
     # it ends at the next field separator.
     end = text.find(sep, 4)
     enc = text[4:end] if end != -1 else ""
-    if len(enc) < 4 or sep.isalnum() or any(c.isalnum() for c in enc):
-        raise HL7ParseError("MSH-1/MSH-2 do not hold valid delimiters")
-    delims = Delimiters(field=sep, component=enc[0], repetition=enc[1],
-                        escape=enc[2], subcomponent=enc[3])
-    segments: list[Segment] = []
-    for line in _SEGMENT_SPLIT.split(text):
-        if not line.strip():
+    if len(enc) < 4 or any(_unusable_delimiter(c) for c in enc):
+        # A field separator that is one of ^~\& usually means MSH-1 is the mistake.
+        hint = (f"; MSH-1 (field separator) is {sep!r}, one of the usual encoding "
+                f"characters" if sep in Delimiters().encoding_characters else "")
+        raise HL7ParseError(
+            f"MSH-2 (encoding characters) must be four characters that are not letters, "
+            f"digits, white space or control characters (component, repetition, escape, "
+            f"sub-component, e.g. ^~\\&); got {enc[:8]!r}{hint}", location="MSH^1^2",
+            code=102)
+    if len(set(sep + enc[:4])) != 5:
+        raise HL7ParseError(
+            f"MSH-2 (encoding characters) {enc[:4]!r} must be four different characters, "
+            f"none of them the field separator {sep!r} (e.g. ^~\\&)",
+            location="MSH^1^2", code=102)
+    return Delimiters(field=sep, component=enc[0], repetition=enc[1],
+                      escape=enc[2], subcomponent=enc[3])
+
+
+def _unusable_delimiter(char: str) -> bool:
+    return char.isalnum() or char.isspace() or not char.isprintable()
+
+
+def _fallback_delimiters(sep: str) -> Delimiters:
+    """``^~\\&`` with the field separator ``sep``; when ``sep`` is one of those four,
+    "|" takes its place, so that the five delimiters differ (an ACK written with
+    them parses back)."""
+    chars = Delimiters().encoding_characters.replace(sep, "|")
+    return Delimiters(field=sep, component=chars[0], repetition=chars[1], escape=chars[2],
+                      subcomponent=chars[3])
+
+
+def parse_header(line: str, *, standard_delimiters: bool = False) -> Segment:
+    """The MSH segment alone, from the first line of a message (HL7ParseError if unusable).
+
+    Only the header fields are split, so a hostile MSH line costs no more than a
+    normal one. With ``standard_delimiters``, an MSH whose MSH-2 is broken is read
+    with ``^~\\&`` instead (and says so in MSH-2), enough to answer it with an
+    error: the field separator must still be usable. When the field separator is
+    one of ``^~\\&`` itself, "|" stands in for that one.
+    """
+    line = line.lstrip("\ufeff \t\r\n\x0b")
+    if not line.startswith("MSH") or len(line) < 8:
+        raise HL7ParseError("message does not start with an MSH segment")
+    try:
+        delims = _delimiters(line)
+    except HL7ParseError as exc:
+        if not standard_delimiters or exc.location != "MSH^1^2" or line.find(line[3], 4) == -1:
+            raise
+        delims = _fallback_delimiters(line[3])
+        fields = line.split(delims.field, _HEADER_FIELDS)
+        fields[1] = delims.encoding_characters
+        return Segment(name="MSH", raw_fields=fields, delimiters=delims)
+    return Segment(name="MSH", raw_fields=line.split(delims.field, _HEADER_FIELDS),
+                   delimiters=delims)
+
+
+def _check_line(line: str, name: str, seq: int, d: Delimiters, limits: Limits) -> None:
+    """Raise HL7LimitError when one segment line has too many fields, repetitions or
+    components. Counting the delimiters of the whole line first settles almost every
+    line without splitting it."""
+    fields = line.count(d.field) + (1 if name == "MSH" else 0)
+    if fields > limits.fields:
+        raise HL7LimitError(
+            f"segment {name} has {fields} fields; at most {limits.fields} are accepted "
+            "(mllp.max_fields)", location=f"{name}^{seq}^{limits.fields + 1}", code=102)
+    r, c, s = d.repetition, d.component, d.subcomponent
+    most = limits.components
+    if (line.count(r) < limits.repetitions and line.count(c) < most
+            and line.count(s) < most):
+        return
+    parts = line.split(d.field)
+    # MSH-2 holds each delimiter once as data; MSH-1 is the separator itself.
+    first, shift = (2, 1) if name == "MSH" else (1, 0)
+    for index in range(first, len(parts)):
+        text = parts[index]
+        where = f"{name}^{seq}^{index + shift}"
+        label = f"{name}-{index + shift}"
+        repetitions = text.count(r) + 1
+        if repetitions > limits.repetitions:
+            raise HL7LimitError(
+                f"{label} has {repetitions} repetitions; at most {limits.repetitions} are "
+                "accepted (mllp.max_repetitions)", location=where, code=102)
+        if text.count(c) < most and text.count(s) < most:
             continue
-        parts = line.split(sep)
-        name = parts[0]
-        if not _SEGMENT_ID.match(name):
-            raise HL7ParseError(f"segment {len(segments) + 1} has no valid segment id")
-        segments.append(Segment(name=name, raw_fields=parts, delimiters=delims))
-    return Message(segments=segments, delimiters=delims)
+        for rep_no, rep in enumerate(text.split(r), 1):
+            components = rep.count(c) + 1
+            if components > most:
+                raise HL7LimitError(
+                    f"{label} (repetition {rep_no}) has {components} components; at most "
+                    f"{most} are accepted (mllp.max_components)",
+                    location=f"{where}^{rep_no}", code=102)
+            if rep.count(s) < most:
+                continue
+            for comp_no, comp in enumerate(rep.split(c), 1):
+                subcomponents = comp.count(s) + 1
+                if subcomponents > most:
+                    raise HL7LimitError(
+                        f"{label}.{comp_no} (repetition {rep_no}) has {subcomponents} "
+                        f"sub-components; at most {most} are accepted (mllp.max_components)",
+                        location=f"{where}^{rep_no}^{comp_no}", code=102)
 
 
 def unescape(text: str, d: Delimiters) -> str:
@@ -222,13 +386,28 @@ def _decode_escape(seq: str, d: Delimiters, original: str) -> str:
     return original
 
 
+def _control_escape(ch: str, esc: str) -> str:
+    return f"{esc}X{ord(ch):02X}{esc}"
+
+
+# Control characters a value may hold once decoded (\Xhh\, \.br\) but that must
+# not go out raw: CR ends a segment, VT and FS are MLLP framing. TAB is harmless.
+_CONTROLS = frozenset(chr(i) for i in range(0x20) if i != 0x09)
+
+
 def escape(text: str, d: Delimiters) -> str:
-    """Encode a value for use inside one sub-component."""
+    """Encode a value for use inside one sub-component.
+
+    A line feed becomes ``\\.br\\``; CR and the other control characters become
+    ``\\Xhh\\``, so a decoded value goes out the way it came in, never
+    dropped and never breaking the segment or the MLLP frame.
+    """
     esc = d.escape
-    if not any(c in text for c in (d.field, d.component, d.repetition, esc,
-                                   d.subcomponent, "\r", "\n")):
+    specials = (d.field, d.component, d.repetition, esc, d.subcomponent)
+    if not any(c in text for c in specials) and _CONTROLS.isdisjoint(text):
         return text
     repl = {esc: f"{esc}E{esc}", d.field: f"{esc}F{esc}", d.component: f"{esc}S{esc}",
             d.subcomponent: f"{esc}T{esc}", d.repetition: f"{esc}R{esc}",
-            "\n": f"{esc}.br{esc}", "\r": ""}
-    return "".join(repl.get(c, c) for c in text)
+            "\n": f"{esc}.br{esc}"}
+    return "".join(repl.get(c) or (_control_escape(c, esc) if c in _CONTROLS else c)
+                   for c in text)

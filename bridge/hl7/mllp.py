@@ -51,6 +51,16 @@ class FrameDecoder:
         """Bytes dropped so far outside frames or in cut-off frames."""
         return self._discarded
 
+    @property
+    def in_frame(self) -> bool:
+        """Whether a frame has begun (VT seen) and not yet ended."""
+        return self._in_frame
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for the unfinished frame (at most max_frame_bytes)."""
+        return len(self._buf)
+
     def feed(self, data: bytes) -> list[Frame | OversizeFrame]:
         out: list[Frame | OversizeFrame] = []
         i, n = 0, len(data)

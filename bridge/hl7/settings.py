@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import codecs
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from bridge.section import Port, Section, networks
 from bridge.tls import TlsSettings
@@ -32,7 +32,25 @@ class MllpSettings(Section):
     host: str = "127.0.0.1"
     port: Port = 2575
     max_frame_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # A connection that completes no frame for this long is closed; bytes that
+    # are not a frame (noise, a trickle) do not keep it open.
     idle_timeout_s: float = Field(default=600.0, gt=0)
+    # A frame must arrive whole within this many seconds of its first byte: a
+    # sender trickling one byte at a time can't hold a buffer for ever.
+    frame_timeout_s: float = Field(default=60.0, gt=0)
+    # Connections open at once, in all and from one IP address; more are closed
+    # at accept, before TLS and before anything is read.
+    max_connections: int = Field(default=128, ge=1)
+    max_connections_per_host: int = Field(default=32, ge=1)
+    # Bytes held at once for frames still arriving or being answered, over all
+    # connections: what a crowd of unfinished 4 MB frames could otherwise cost.
+    max_buffered_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # The most structure one message may have; more is answered AE with an ERR
+    # naming the limit and where (docs/hl7-interface.md, "Limits").
+    max_segments: int = Field(default=2000, ge=10)
+    max_fields: int = Field(default=256, ge=64)  # per segment (OBR and PV1 have 50 or more)
+    max_repetitions: int = Field(default=100, ge=1)  # per field
+    max_components: int = Field(default=100, ge=30)  # per repetition; sub-components too
     # MSH-18 empty means ASCII in the standard; many senders mean Latin-1.
     default_charset: str = "ascii"
     # Non-standard MSH-18 values seen in the field, mapped to Python codecs.
@@ -42,6 +60,16 @@ class MllpSettings(Section):
     })
     tls: TlsSettings = TlsSettings()
     allow: MllpAllowSettings = MllpAllowSettings()
+
+    @model_validator(mode="after")
+    def _budget_holds_a_frame(self) -> MllpSettings:
+        if self.max_buffered_bytes < self.max_frame_bytes:
+            raise ValueError(f"max_buffered_bytes ({self.max_buffered_bytes}) must be at "
+                             f"least max_frame_bytes ({self.max_frame_bytes}), or no frame "
+                             "of the largest size could ever be received")
+        if self.max_connections_per_host > self.max_connections:
+            raise ValueError("max_connections_per_host must not exceed max_connections")
+        return self
 
     @field_validator("default_charset")
     @classmethod

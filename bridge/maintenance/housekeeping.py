@@ -4,6 +4,10 @@ each idle rule (idle.py), then the purge (purge.py).
 Threads: runs as a task on the daemon's asyncio loop; its store work goes
 through ``submit`` (the daemon's CommitQueue), one transaction per rule and
 one for the purge.
+
+With several instances, only the maintenance leader runs a round (``leader``,
+bridge/maintenance/leader.py), and each job checks in its own transaction that
+the role is still this instance's; a new leader runs a round at once (``kick``).
 """
 
 from __future__ import annotations
@@ -12,25 +16,52 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Protocol, TypeVar
 
 from bridge.maintenance.idle import expire_job
 from bridge.maintenance.purge import PurgeCounts, purge_job
 from bridge.maintenance.settings import HousekeepingSettings
 from bridge.steps import Reporter
 from bridge.store import Submit
+from bridge.store.base import StoreTx
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Leader(Protocol):
+    """Whether this instance runs maintenance (bridge.maintenance.leader.Leadership)."""
+
+    def is_leader(self) -> bool: ...
+
+    def holds(self, tx: StoreTx) -> bool:
+        """Inside a job's transaction: the role is still this instance's."""
+
+
+def guarded(leader: Leader | None, job: Callable[[StoreTx], T], idle: T
+            ) -> Callable[[StoreTx], T]:
+    """``job``, run only while ``leader`` holds the role in the job's transaction."""
+    if leader is None:
+        return job
+
+    def run(tx: StoreTx) -> T:
+        return job(tx) if leader.holds(tx) else idle
+
+    return run
 
 
 class Housekeeping:
     def __init__(self, settings: HousekeepingSettings, submit: Submit, *,
                  messages: Reporter | None = None,
-                 notify: Callable[[], None] | None = None) -> None:
+                 notify: Callable[[], None] | None = None,
+                 leader: Leader | None = None) -> None:
         self._settings = settings
         self._submit = submit
         self._messages = messages
         self._notify = notify or (lambda: None)
+        self._leader = leader
         self._task: asyncio.Task[None] | None = None
+        self._kick = asyncio.Event()
 
     def start(self) -> None:
         if self._settings.enabled:
@@ -42,20 +73,30 @@ class Housekeeping:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
+    def kick(self) -> None:
+        """Run a round now (this instance just became the maintenance leader)."""
+        self._kick.set()
+
     async def _run(self) -> None:
         while True:
+            self._kick.clear()
             try:
-                await self.run_once()
+                if self._leader is None or self._leader.is_leader():
+                    await self.run_once()
             except Exception as exc:  # noqa: BLE001 - try again next interval
                 log.error("housekeeping failed: %s", type(exc).__name__)
-            await asyncio.sleep(self._settings.interval_s)
+            try:
+                await asyncio.wait_for(self._kick.wait(), self._settings.interval_s)
+            except TimeoutError:
+                pass
 
     async def run_once(self, now: datetime | None = None) -> tuple[int, PurgeCounts]:
         """One round: every idle rule, then the purge. Returns (items changed, purged)."""
         now = now or datetime.now(UTC)
         changed = queued = 0
         for rule in self._settings.idle_rules:
-            n, m = await self._submit(expire_job(rule, self._messages, now))
+            n, m = await self._submit(guarded(self._leader,
+                                              expire_job(rule, self._messages, now), (0, 0)))
             changed += n
             queued += m
         if changed:
@@ -63,7 +104,8 @@ class Housekeeping:
                      "message(s) queued", changed, queued)
         if queued:
             self._notify()
-        counts = await self._submit(purge_job(self._settings, now))
+        counts = await self._submit(guarded(self._leader, purge_job(self._settings, now),
+                                            PurgeCounts()))
         if any((counts.sent, counts.dead, counts.mpps, counts.steps)):
             log.info("housekeeping purged %d sent and %d dead outbox message(s), %d MPPS, "
                      "%d worklist item(s)", counts.sent, counts.dead, counts.mpps, counts.steps)

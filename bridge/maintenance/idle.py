@@ -41,7 +41,8 @@ def expire_job(rule: IdleRule, reporter: Reporter | None, now: datetime,
         for step in steps:
             update = change_status(tx, StepState(step.id, step.sps_status, step.item),
                                    rule.set_status, source=Source.IDLE_RULE,
-                                   reporter=reporter if rule.notify else None, now=local_now)
+                                   reporter=reporter if rule.notify else None, now=local_now,
+                                   note=f"idle for {rule.idle_hours:g} h")
             changed += update.decision.changed
             queued += update.queued
         return changed, queued

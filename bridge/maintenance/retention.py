@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from bridge.maintenance.housekeeping import Leader, guarded
 from bridge.store import CommitQueue, Store, StoreTx
 from bridge.store.orders_tx import ACCEPTED, REJECTED, OrdersTx
 
@@ -71,11 +72,14 @@ def purge_now(store: Store, settings: MessageLogSettings, now: datetime | None =
 
 
 class Retention:
-    """The periodic purge inside the daemon."""
+    """The periodic purge inside the daemon (on the maintenance leader only, when
+    ``leader`` is given: several instances on one database)."""
 
-    def __init__(self, commits: CommitQueue, settings: MessageLogSettings) -> None:
+    def __init__(self, commits: CommitQueue, settings: MessageLogSettings, *,
+                 leader: Leader | None = None) -> None:
         self._commits = commits
         self._settings = settings
+        self._leader = leader
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -96,7 +100,8 @@ class Retention:
         for codes, before, what in _cutoffs(self._settings, now or datetime.now(UTC)):
             total = 0
             while True:
-                n = await self._commits.submit(_purge_job(codes, before))
+                n = await self._commits.submit(guarded(self._leader,
+                                                       _purge_job(codes, before), 0))
                 total += n
                 if n < BATCH:
                     break
@@ -107,7 +112,10 @@ class Retention:
     async def _run(self) -> None:
         while True:
             try:
-                counts = await self.purge_once()
+                if self._leader is not None and not self._leader.is_leader():
+                    counts = {}
+                else:
+                    counts = await self.purge_once()
                 if any(counts.values()):
                     log.info("message retention: purged %s",
                              ", ".join(f"{n} {what}" for what, n in counts.items()))

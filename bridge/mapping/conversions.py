@@ -4,7 +4,10 @@ Text conversions take one string (an HL7 TS/DTM):
     DA   date part, YYYYMMDD (a partial date is an error: DA has no partial form)
     TM   time part, HHMMSS[.F] (seconds padded with 00); empty when the TS has no time
     DT   the whole TS as a DICOM DT, offset included
-    TZ   the UTC offset suffix (+HHMM), for Timezone Offset From UTC (0008,0201)
+    TZ   the UTC offset suffix (+HHMM), for Timezone Offset From UTC (0008,0201);
+         empty when the text is not a TS at all: the offset is an optional extra,
+         and the date or time read from the same field names that problem better
+         (a bad ORC-7.4 is the scheduled start's error, not the time zone's)
 
 Structured conversions take the parts of one repetition (its components), or
 of one component (its sub-components) when the path addresses a component:
@@ -78,7 +81,8 @@ def to_dt(text: str) -> str:
 
 
 def to_tz(text: str) -> str:
-    offset = _ts(text).group(8)
+    m = _TS.fullmatch(text.strip())
+    offset = m.group(8) if m else None
     if not offset:
         return ""
     try:

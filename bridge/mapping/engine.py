@@ -28,7 +28,14 @@ from bridge.mapping.conversions import ConversionError
 from bridge.mapping.errors import MappingError
 from bridge.mapping.paths import Anchor, Chain, Condition, FieldPath, RepPath
 from bridge.mapping.provenance import MappedStep
-from bridge.mapping.scope import Context, Hit, MissingGroup, SegRef, message_contexts
+from bridge.mapping.scope import (
+    Context,
+    Hit,
+    MissingGroup,
+    SegRef,
+    Shadowed,
+    message_contexts,
+)
 
 # pydicom's own validation only warns; values are checked in vr.fit before they get here.
 _NO_VALIDATION = 0
@@ -336,11 +343,26 @@ class AttributeRule:
 
     def missing(self, ctx: Context, anchor: Anchor) -> MappingError:
         source = self.value.source.text if self.value is not None else "its source"
+        first = self.primary.paths[0] if self.primary is not None else None
+        group = (ctx.missing_segment(first.segment)
+                 if isinstance(first, FieldPath) and first.segment is not None else None)
+        if group is not None and isinstance(first, FieldPath):
+            # Not an empty field: the whole segment is missing from this group (an ORC
+            # without its OBR), so point at the group, not at another group's segment.
+            return MappingError(codes.SEGMENT_SEQUENCE_ERROR,
+                                f"{self.keyword} is required but {group.segment.name} group "
+                                f"{group.seq} has no {first.segment} segment (for {source})",
+                                location=group.erl, attribute=self.keyword)
         return MappingError(codes.REQUIRED_FIELD_MISSING,
                             f"{self.keyword} is required but {source} has no value",
                             location=self.primary.missing_location(ctx, anchor)
                             if self.primary is not None else "",
                             attribute=self.keyword)
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def _where(hit: Hit | None, rule: AttributeRule) -> str:
@@ -445,16 +467,21 @@ class Mapping:
     record: ItemRule
     study_uid: StudyUidPolicy
     sources: tuple[Path, ...] = ()  # lookup tables and hook files it read, for hot reload
+    # Segment types an item reads one of (paths without a selector, ORC for the order
+    # control): a second one where an item looks, or one no item sees, is rejected.
+    one_per_item: tuple[str, ...] = ()
 
     def map(self, message: Message) -> list[MappedStep]:
         """One step per group (per message without ``group_by``); MappingError if rejected."""
         try:
-            whole, groups = message_contexts(message, self.group_by)
+            whole, groups = message_contexts(message, self.group_by, self.one_per_item)
         except MissingGroup as exc:
             raise MappingError(codes.SEGMENT_SEQUENCE_ERROR,
                                f"{exc}; mapping {self.name} makes one worklist item per "
                                f"{exc.child}",
                                location=f"{exc.parent.segment.name}^{exc.parent.seq}") from None
+        except Shadowed as exc:
+            raise self._shadowed(exc) from None
         if self.group_by and not groups:
             first = self.group_by[0]
             raise MappingError(codes.SEGMENT_SEQUENCE_ERROR,
@@ -468,6 +495,25 @@ class Mapping:
             # The step keeps its context: provenance is read from it later, if at all.
             steps.append(MappedStep(ds, self, ctx))
         return steps
+
+    def _shadowed(self, exc: Shadowed) -> MappingError:
+        """The rejection of a message with a segment no item would read, in words a RIS
+        operator can act on: which segment, why, and what to send instead."""
+        kind = exc.lost.segment.name
+        unit = self.group_by[-1] if self.group_by else "message"
+        if exc.container is None:
+            where, hint = "the message", f"send one {kind} per message"
+        else:
+            lead = exc.container.segment.name
+            where = f"{lead} group {exc.container.seq}"
+            hint = f"send each {kind} with its own {lead}"
+        # No "^" in the text: ERR-8 would carry it escaped (\S\); ERR-2 has the ERL.
+        return MappingError(codes.SEGMENT_SEQUENCE_ERROR,
+                            f"{where} has {exc.count} {kind} segments; mapping {self.name} "
+                            f"reads one {kind} per worklist item (one item per {unit}), so "
+                            f"the {_ordinal(exc.lost.seq)} {kind} of the message would be "
+                            f"lost; {hint}",
+                            location=exc.lost.erl)
 
     @cached_property
     def attributes(self) -> tuple[str, ...]:

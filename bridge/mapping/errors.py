@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bridge.hl7.ack import echo
 from bridge.yamlsrc import SourceError
 
 # HL7 table 0357 (message error condition codes) used by the mapping.
@@ -30,7 +31,9 @@ class MappingError(Exception):
         self.attribute = attribute
         self.ack_code = ack_code
         self._log_text = log_text
-        self.text = f"{log_text}; got {value!r}" if value else log_text
+        # The value is quoted cut short (bridge.hl7.ack.echo): a 1 MB value must not
+        # travel back whole in ERR-8.
+        self.text = f"{log_text}; got {echo(value)}" if value else log_text
         super().__init__(self.text)
 
     @property

@@ -39,6 +39,7 @@ from bridge.mapping.engine import (
     PathSource,
     StaticItems,
     ValueRule,
+    _ordinal,
 )
 from bridge.mapping.errors import MappingError
 from bridge.mapping.hooks import HookSource
@@ -144,11 +145,6 @@ def _verdict(mapping: Mapping, message: Message, ctx: Context) -> str:
         spec = None
     return f"no: match.when {spec!r} is false" if spec is not None else \
         "no: its match.when is false"
-
-
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
 
 
 def display(value: Any) -> str:

@@ -71,6 +71,8 @@ if TYPE_CHECKING:
 
 MAPPING_SUFFIXES = YAML_SUFFIXES
 BUILTIN_VARS = ("default_station_aet",)
+# Read by the order lifecycle (MappedStep.order_control) for every item, path or not.
+ORDER_CONTROL_SEGMENT = "ORC"
 # Set per answer by the worklist SCP, from the calling AE's configuration.
 _FORBIDDEN = {"SpecificCharacterSet": "is set by the worklist SCP for each answer"}
 _SUPPORTED_VRS = vr.TEXT_VRS | {"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "SQ"}
@@ -142,17 +144,23 @@ class _FileCompiler(FileChecker):
         self.hooks: dict[str, HookFunction] = {}
         self.sources: list[Path] = []  # files read besides the mapping file
         self.priority = 0
+        # Segment types some path reads without a selector (OBR-18): one per item.
+        self.single_reads: set[str] = set()
 
     # -- helpers
 
     def doc_error(self, loc: Loc, problem: str) -> SourceError:
         return self.doc.error(loc, problem)
 
-    def check_refs(self, refs: list[FieldRef], loc: Loc) -> None:
+    def check_refs(self, refs: list[FieldRef], loc: Loc, item_reads: bool = True) -> None:
+        """Check paths against the structure tables; note the segments an item reads one of
+        (``item_reads`` False for routing conditions, which look at the whole message)."""
         for ref in refs:
             problem = self.checker.problem(ref)
             if problem:
                 self.error(loc, problem)
+            if ref.plain and item_reads:
+                self.single_reads.add(ref.segment)
 
     def chain(self, text: str, loc: Loc, rel: Relative | None) -> Chain | None:
         try:
@@ -163,7 +171,8 @@ class _FileCompiler(FileChecker):
         self.check_refs(refs, loc)
         return chain
 
-    def condition(self, spec: Any, loc: Loc, rel: Relative | None) -> Condition | None:
+    def condition(self, spec: Any, loc: Loc, rel: Relative | None,
+                  item_reads: bool = True) -> Condition | None:
         if spec is None:
             return None
         try:
@@ -171,7 +180,7 @@ class _FileCompiler(FileChecker):
         except PathSyntaxError as exc:
             self.error(loc, f"bad condition: {exc}")
             return None
-        self.check_refs(refs, loc)
+        self.check_refs(refs, loc, item_reads)
         return cond
 
     def scalar(self, value: Any, loc: Loc) -> Any:
@@ -220,11 +229,25 @@ class _FileCompiler(FileChecker):
         for i, segment in enumerate(spec.group_by):
             loc: Loc = ("group_by", i) if ("group_by", i) in self.doc.lines else ("group_by",)
             self.check_refs([FieldRef(segment, 0, 0, 0, segment)], loc)
+        one_per_item = self.one_per_item(spec)
         policy = self.study_uid(spec, record)
         if self.errors or match is None:
             return None
         return Mapping(spec.name, self.path, match, tuple(spec.group_by), record, policy,
-                       sources=tuple(dict.fromkeys(self.sources)))
+                       sources=tuple(dict.fromkeys(self.sources)), one_per_item=one_per_item)
+
+    def one_per_item(self, spec: MappingSpec) -> tuple[str, ...]:
+        """The segment types each item reads one of: those a path names without a
+        selector, and ORC (its ORC-1/ORC-5 drive the order lifecycle), less ``take_first``."""
+        single = self.single_reads | {ORDER_CONTROL_SEGMENT}
+        for i, segment in enumerate(spec.take_first):
+            loc: Loc = ("take_first", i) if ("take_first", i) in self.doc.lines \
+                else ("take_first",)
+            if segment not in single:
+                self.error(loc, f"no path reads {segment} without a selector, so there is no "
+                                f"first {segment} to take; take_first: lists segment types "
+                                "read like OBX-5 that may repeat")
+        return tuple(sorted(single - set(spec.take_first)))
 
     def setup_vars(self, raw: dict[Any, Any]) -> None:
         variables: dict[str, str | None] = {}
@@ -279,7 +302,7 @@ class _FileCompiler(FileChecker):
         for mt in m.message_type:
             code, _, event = mt.partition("^")
             types.append((code, None if event in ("", "*") else event))
-        when = self.condition(m.when, ("match", "when"), None)
+        when = self.condition(m.when, ("match", "when"), None, item_reads=False)
         if m.when is not None and when is None:
             return None
         return MatchRule(tuple(types), tuple(m.versions), frozenset(m.sending_application),

@@ -49,13 +49,18 @@ class PathSyntaxError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class FieldRef:
-    """A position a path addresses, kept for checking against the HL7 structure tables."""
+    """A position a path addresses, kept for checking against the HL7 structure tables.
+
+    ``plain``: the path names its segment without a selector (``OBR-18``, not
+    ``OBX(*)-5``), so it reads the first such segment an item sees, and only that one.
+    """
 
     segment: str
     field: int
     component: int
     subcomponent: int
     text: str
+    plain: bool = False
 
 
 # -- conditions ---------------------------------------------------------------
@@ -260,6 +265,10 @@ class FieldPath:
                 seq = refs[seq - 1].seq
             elif refs:
                 seq = refs[-1].seq + seq - len(refs)
+            else:
+                group = ctx.missing_segment(name)
+                if group is not None:  # this group has none: not another group's OBR^1
+                    return group.erl
         out = f"{name}^{seq}^{self.field}"
         rep_no = self.rep.start if self.rep.kind in (ONE, RANGE) else 1
         if self.comp:
@@ -494,18 +503,21 @@ class _Parser:
         seg = m.group()
         self.i = m.end()
         occ = _FIRST
+        plain = True
         if self.text.startswith("(", self.i):
             self.i += 1
             occ = self.selector(")", Relative("seg", seg))
+            plain = False
         if not self.text.startswith("-", self.i):
             if segment_only:
                 return FieldPath(self.text[start:self.i].strip(), seg, occ, 0, _FIRST, 0, 0)
             raise self.error("expected '-' and a field number after the segment")
         self.i += 1
         field = self.integer("a field number")
-        return self.rest(start, seg, occ, field)
+        return self.rest(start, seg, occ, field, plain)
 
-    def rest(self, start: int, seg: str | None, occ: Select, field: int) -> FieldPath:
+    def rest(self, start: int, seg: str | None, occ: Select, field: int,
+             plain: bool = False) -> FieldPath:
         real_seg = seg if seg is not None else (self.rel.segment if self.rel else None)
         rep, explicit = _FIRST, False
         if self.text.startswith("[", self.i):
@@ -515,7 +527,8 @@ class _Parser:
         comp, sub = self.components()
         text = self.text[start:self.i].strip()
         if real_seg:
-            self.refs.append(FieldRef(real_seg, field, comp, sub, text))
+            self.refs.append(FieldRef(real_seg, field, comp, sub, text,
+                                      plain and seg is not None))
         return FieldPath(text, seg, occ, field, rep, comp, sub, explicit)
 
     def components(self) -> tuple[int, int]:

@@ -149,6 +149,11 @@ class MappingSpec(_Strict):
     match: MatchSpec
     group_by: Annotated[list[SegmentId], BeforeValidator(_as_list)] = Field(
         default_factory=list, description="ORC, or [ORC, IPC] for nested groups")
+    take_first: Annotated[list[SegmentId], BeforeValidator(_as_list)] = Field(
+        default_factory=list,
+        description="segment types read without a selector (OBX-5) that may repeat where an "
+                    "item looks: the first is read and the others ignored, on purpose; "
+                    "any other such repeat rejects the message")
     vars: Annotated[dict[str, Scalar | None], BeforeValidator(_word_keys)] = Field(
         default_factory=dict)
     study_uid: StudyUidSpec = StudyUidSpec()

@@ -5,11 +5,16 @@ runs to the next ORC. Inside a group, a segment type that occurs in any group
 (ORC, OBR, ZDS, ...) is looked up in that group only, so group 2 never picks up
 group 1's OBR; every other segment type (MSH, PID, PV1, ...) is looked up in the
 whole message. Groups nest (``group_by: [ORC, IPC]``) by the same rule.
+
+No segment is dropped without a word: for the segment types a mapping reads one
+of per item (``single``), a group that holds two (a second OBR in an ORC group),
+or a segment no group can see (a PID before the first ORC when another PID sits
+inside an order), raises Shadowed, which the engine turns into a rejection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from bridge.hl7.message import Message, Repetition, Segment
 
@@ -21,12 +26,19 @@ class SegRef:
     NTE (or any run of same-type segments) belongs to, for ``NTE(after OBR)``.
     """
 
-    __slots__ = ("lead", "segment", "seq")
+    __slots__ = ("lead", "pos", "segment", "seq")
 
-    def __init__(self, segment: Segment, seq: int, lead: SegRef | None = None) -> None:
+    def __init__(self, segment: Segment, seq: int, lead: SegRef | None = None,
+                 pos: int = 0) -> None:
         self.segment = segment
         self.seq = seq
         self.lead = lead
+        self.pos = pos  # its place in the message, 0 for MSH
+
+    @property
+    def erl(self) -> str:
+        """The segment's ERL, e.g. ``OBR^2``."""
+        return f"{self.segment.name}^{self.seq}"
 
 
 class Hit:
@@ -104,13 +116,22 @@ class Context:
     NTEs after PID are outside every group while those after OBR are inside one.
     """
 
-    __slots__ = ("message", "scope", "whole")
+    __slots__ = ("groups", "message", "scope", "whole")
 
     def __init__(self, scope: Scope, whole: Scope | None = None,
-                 message: Message | None = None) -> None:
+                 message: Message | None = None, groups: tuple[SegRef, ...] = ()) -> None:
         self.scope = scope
         self.whole = scope if whole is None else whole
         self.message = message  # for Python hooks, which may want more than paths give
+        self.groups = groups  # the segments that start its groups, outermost first
+
+    def missing_segment(self, name: str) -> SegRef | None:
+        """The group's first segment when this group lacks a ``name`` that other groups
+        have (an ORC group without its OBR); None when the segment is in scope, or in
+        no group at all (then it is simply missing from the message)."""
+        if not self.groups or self.scope.get(name) or not self.whole.get(name):
+            return None
+        return self.groups[0]
 
     def visible(self, ref: SegRef) -> bool:
         """Whether this very segment (not just one of its type) is in scope."""
@@ -126,33 +147,69 @@ class MissingGroup(ValueError):
         super().__init__(f"{parent.segment.name} group {parent.seq} has no {child} segment")
 
 
-def message_contexts(message: Message, group_by: Sequence[str] = ()
-                     ) -> tuple[Context, list[Context]]:
+class Shadowed(ValueError):
+    """A segment of a type the mapping reads one of per item, which no item would read.
+
+    ``lost`` is that segment; ``count`` how many of its type ``container`` holds
+    (the first segment of the group they share, or None for the whole message).
+    """
+
+    def __init__(self, lost: SegRef, count: int, container: SegRef | None) -> None:
+        self.lost = lost
+        self.count = count
+        self.container = container
+        where = (f"{container.segment.name} group {container.seq}" if container is not None
+                 else "the message")
+        super().__init__(f"{where} has {count} {lost.segment.name} segments; "
+                         f"{lost.erl} would be lost")
+
+
+# The group a leaf was built from, and those around it: (first segment, last position).
+_Span = tuple[SegRef, int]
+
+
+def message_contexts(message: Message, group_by: Sequence[str] = (),
+                     single: Collection[str] = ()) -> tuple[Context, list[Context]]:
     """The message-wide context, and one context per innermost group (none without groups).
 
     ``group_by`` lists the segments that start groups, outermost first:
     ``[ORC]`` for ORM (one item per order), ``[ORC, IPC]`` for OMI (one item per
     IPC inside each order). Raises MissingGroup for an outer group without inner ones.
+
+    ``single`` names the segment types read one per item (by a path without a
+    selector, such as ``OBR-18``): raises Shadowed when an item would see two
+    of one (it would read the first and ignore the other), or when a segment of
+    such a type is visible to no item at all. Without ``group_by`` the whole
+    message is the one item.
     """
     refs: list[SegRef] = []
     whole: Scope = {}
     lead: SegRef | None = None
-    for segment in message.segments:
+    for pos, segment in enumerate(message.segments):
         same = whole.setdefault(segment.name, [])
         if refs and refs[-1].segment.name != segment.name:
             lead = refs[-1]
-        ref = SegRef(segment, len(same) + 1, lead)
+        ref = SegRef(segment, len(same) + 1, lead, pos)
         same.append(ref)
         refs.append(ref)
+    message_ctx = Context(whole, whole, message)
     if not group_by:
-        return Context(whole, whole, message), []
-    return Context(whole, whole, message), [Context(scope, whole, message)
-                                            for scope in _leaves(refs, whole, {}, group_by)]
+        if single:
+            _check_leaf(whole, (), single)
+        return message_ctx, []
+    contexts = []
+    for scope, spans in _leaves(refs, whole, {}, group_by, (), single):
+        if single:
+            _check_leaf(scope, spans, single)
+        contexts.append(Context(scope, whole, message, tuple(first for first, _ in spans)))
+    return message_ctx, contexts
 
 
-def _leaves(refs: list[SegRef], scope: Scope, outer: Scope, levels: Sequence[str]
-            ) -> list[Scope]:
-    """Scopes of the innermost groups within ``refs`` (whose own scope is ``scope``)."""
+def _leaves(refs: list[SegRef], scope: Scope, outer: Scope, levels: Sequence[str],
+            spans: tuple[_Span, ...], single: Collection[str]
+            ) -> list[tuple[Scope, tuple[_Span, ...]]]:
+    """Scopes of the innermost groups within ``refs`` (whose own scope is ``scope``),
+    each with the spans of its groups, outermost first."""
     groups: list[list[SegRef]] = []
     for ref in refs:
         if ref.segment.name == levels[0]:
@@ -160,19 +217,44 @@ def _leaves(refs: list[SegRef], scope: Scope, outer: Scope, levels: Sequence[str
         if groups:
             groups[-1].append(ref)
     in_groups = {ref.segment.name for group in groups for ref in group}
+    if single:
+        # A segment before the first group whose type the groups also hold is seen by
+        # no group: they look up that type in their own segments only.
+        for ref in refs:
+            name = ref.segment.name
+            if name == levels[0]:
+                break
+            if name in in_groups and name in single:
+                raise Shadowed(ref, len(scope[name]), spans[-1][0] if spans else None)
     # What the groups share: everything visible outside, plus this level's segment
     # types that no group holds (PID, PV1 at the top; ORC, OBR inside an order).
     shared = {**outer, **{n: r for n, r in scope.items() if n not in in_groups}}
-    out: list[Scope] = []
+    out: list[tuple[Scope, tuple[_Span, ...]]] = []
     for group in groups:
         own: Scope = {}
         for ref in group:
             own.setdefault(ref.segment.name, []).append(ref)
+        span = (*spans, (group[0], group[-1].pos))
         if len(levels) == 1:
-            out.append({**shared, **own})
+            out.append(({**shared, **own}, span))
             continue
-        inner = _leaves(group, own, shared, levels[1:])
+        inner = _leaves(group, own, shared, levels[1:], span, single)
         if not inner:
             raise MissingGroup(group[0], levels[1])
         out.extend(inner)
     return out
+
+
+def _check_leaf(scope: Scope, spans: tuple[_Span, ...], single: Collection[str]) -> None:
+    """Raise Shadowed for the first segment (in message order) this item would ignore."""
+    lost: list[SegRef] | None = None
+    for name in single:
+        refs = scope.get(name)
+        if refs is not None and len(refs) > 1 and (lost is None or refs[1].pos < lost[1].pos):
+            lost = refs
+    if lost is None:
+        return
+    # The innermost group holding them; they share one (a type is looked up at one level).
+    container = next((first for first, last in reversed(spans)
+                      if first.pos <= lost[0].pos <= last), None)
+    raise Shadowed(lost[1], len(lost), container)

@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pydicom import Dataset
 from pydicom.uid import generate_uid
@@ -38,6 +38,8 @@ from pynetdicom.dimse_primitives import N_CREATE, N_SET
 # a type checker cannot see them.
 from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
+from bridge.dicomwire import MalformedDataSet, check_data_set
+from bridge.logsafe import shown
 from bridge.mpps import linking
 from bridge.mpps.settings import MppsSettings
 from bridge.mpps.unscheduled import order_from_mpps
@@ -70,6 +72,9 @@ from bridge.store import mpps_tx
 from bridge.store.base import Store, StoreError, StoreTx
 from bridge.store.mpps_tx import StepRecord
 
+if TYPE_CHECKING:
+    from bridge.telemetry import Metrics
+
 LOGGER = logging.getLogger(__name__)
 
 SUCCESS = 0x0000
@@ -98,11 +103,16 @@ class MppsService:
 
     def __init__(self, store: Store, settings: MppsSettings, *,
                  messages: Reporter | None = None,
-                 notify: Callable[[], None] | None = None) -> None:
+                 notify: Callable[[], None] | None = None,
+                 max_data_set_bytes: int = 4 * 1024 * 1024,
+                 metrics: Metrics | None = None) -> None:
         self._store = store
+        self._metrics = metrics  # N-CREATE/N-SET by resulting status
         self._settings = settings
         self._messages = messages
         self._notify = notify or (lambda: None)
+        # dicom.max_message_bytes: how far a deflated attribute list may inflate.
+        self._max_data_set_bytes = max_data_set_bytes
 
     def handlers(self) -> list[tuple[Any, Callable[[evt.Event], _Response]]]:
         return [(evt.EVT_N_CREATE, self._on_create), (evt.EVT_N_SET, self._on_set)]
@@ -117,14 +127,19 @@ class MppsService:
         try:
             if request.AffectedSOPClassUID != MPPS_SOP_CLASS:
                 raise MppsFailure(NO_SUCH_SOP_CLASS, "only MPPS is served here")
+            _well_formed(event, request.AttributeList, "N-CREATE", "attribute list", calling,
+                         self._max_data_set_bytes)
             ds = _decoded_or_fail(lambda: event.attribute_list, "N-CREATE", "attribute list",
                                   calling)
             outcome = self.create(uid or None, ds, calling_aet=calling)
         except MppsFailure as exc:
             LOGGER.info("MPPS N-CREATE from %s refused: %s", calling, exc)
+            self._count("n_create", "refused")
             return _failure(exc, with_tags=False), None
         except Exception as exc:  # noqa: BLE001 - the association and the SCP stay up
+            self._count("n_create", "failed")
             return _internal(exc, "N-CREATE"), None
+        self._count("n_create", outcome.status)
         reply = Dataset()
         if not uid:
             # pynetdicom moves it into the response's Affected SOP Instance UID.
@@ -139,15 +154,24 @@ class MppsService:
         try:
             if request.RequestedSOPClassUID != MPPS_SOP_CLASS:
                 raise MppsFailure(NO_SUCH_SOP_CLASS, "only MPPS is served here")
+            _well_formed(event, request.ModificationList, "N-SET", "modification list",
+                         calling, self._max_data_set_bytes)
             changes = _decoded_or_fail(lambda: event.modification_list, "N-SET",
                                        "modification list", calling)
-            self.update(uid, changes)
+            outcome = self.update(uid, changes)
         except MppsFailure as exc:
             LOGGER.info("MPPS N-SET from %s refused: %s", calling, exc)
+            self._count("n_set", "refused")
             return _failure(exc, with_tags=True), None
         except Exception as exc:  # noqa: BLE001 - the association and the SCP stay up
+            self._count("n_set", "failed")
             return _internal(exc, "N-SET"), None
+        self._count("n_set", outcome.status)
         return SUCCESS, None
+
+    def _count(self, operation: str, status: str) -> None:
+        if self._metrics is not None:
+            self._metrics.mpps(operation, status)
 
     # --- the work, callable without a network ---
 
@@ -279,6 +303,23 @@ def _decoded(ds: Dataset | None) -> Dataset:
     return ds
 
 
+def _well_formed(event: evt.Event, encoded: Any, operation: str, what: str, calling: str,
+                 limit: int) -> None:
+    """Refuse (0x0110) a data set that is not well formed: pydicom would read a
+    truncated or garbled one as a shorter one without a word (bridge.dicomwire)."""
+    if encoded is None:
+        return
+    syntax = event.context.transfer_syntax
+    try:
+        check_data_set(encoded.getvalue(), implicit_vr=syntax.is_implicit_VR,
+                       little_endian=syntax.is_little_endian, deflated=syntax.is_deflated,
+                       limit=limit)
+    except MalformedDataSet as exc:
+        # The reason names tags and byte offsets, never values.
+        LOGGER.warning("MPPS %s from %s: %s is malformed: %s", operation, calling, what, exc)
+        raise MppsFailure(PROCESSING_FAILURE, f"the {what} cannot be decoded") from None
+
+
 def _decoded_or_fail(read: Callable[[], Dataset], operation: str, what: str,
                      calling: str) -> Dataset:
     """The request's data set, or the failure the peer gets when it can't be decoded."""
@@ -291,8 +332,9 @@ def _decoded_or_fail(read: Callable[[], Dataset], operation: str, what: str,
 
 
 def _calling_aet(event: evt.Event) -> str:
+    """The calling AE title, made safe for log lines (it is only logged and stored)."""
     try:
-        return str(event.assoc.requestor.ae_title).strip()
+        return shown(str(event.assoc.requestor.ae_title).strip(), 16)
     except AttributeError:
         return ""
 

@@ -8,7 +8,11 @@ and sent only after the commit. In order:
 1. Replay check against the message log: an accepted message with the same
    MSH-3/MSH-4/MSH-10 and the same content hash means this is a resend; its
    original ACK is the answer and nothing changes. The same key with other
-   content is rejected (AR 205 at MSH-10) and kept as a dead letter.
+   content is rejected (AR 205 at MSH-10) and kept as a dead letter. With
+   several instances on one database the key is locked first (the same message
+   sent to two instances at once is decided one after the other), and a batch
+   that loses a race for a new row (a new patient or order another instance
+   just committed) is run again by the store (SqlStore.write), not rejected.
 2. A rejection decided before the job (mapping, patient format checks) is
    recorded as a dead letter with its ACK.
 3. Otherwise the message is recorded as accepted and its work applied: reads
@@ -119,6 +123,9 @@ def message_job(envelope: Envelope, work: Work | Rejection) -> Callable[[StoreTx
         otx = OrdersTx(tx)
         key = envelope.key
         if key is not None and envelope.digest:  # no digest: a truncated (oversize) frame
+            # Another instance deciding the same message waits here (or we do): the
+            # later one finds the first's row, and answers with its ACK.
+            otx.lock_message_key(*key)
             prior = otx.find_applied(*key)
             if prior is not None and prior.content_hash:  # rows before replay detection: ""
                 if prior.content_hash == envelope.digest:

@@ -1,9 +1,11 @@
 """From a parsed message to its Work (or its Rejection), before anything is stored.
 
-Everything here is pure and runs on the event loop: routing by message type,
-the mapping, the order control table, and the patient format checks. What
-needs the store (replays, duplicates, merges, known patients) happens in the
-write job (bridge.orders.apply).
+Everything here is pure (no store, no loop): routing by message type, the
+mapping, the order control table, the patient format checks, and the size of
+each item to be stored (orders.max_item_bytes). Ingest runs it on the event
+loop for small frames and in a worker thread for large ones. What needs the
+store (replays, duplicates, merges, known patients) happens in the write job
+(bridge.orders.apply).
 
     ADT^A01/A04/A05/A08/A28/A31  -> PatientUpdateWork   (orders.adt.update_events)
     ADT^A40                      -> MergeWork           (orders.adt.merge_events)
@@ -22,6 +24,7 @@ from datetime import date
 from pydicom import Dataset
 
 from bridge.hl7 import Message, Segment
+from bridge.logsafe import shown
 from bridge.mapping import AttributeReader, MappingError, MappingSet
 from bridge.mapping.engine import Mapping
 from bridge.mapping.paths import Chain, PathSyntax
@@ -47,6 +50,7 @@ from bridge.orders.patients import (
     patient_reader,
 )
 from bridge.orders.settings import OrdersSettings
+from bridge.store.items import dumps_item
 
 log = logging.getLogger(__name__)
 
@@ -106,24 +110,78 @@ class Intake:
     def _order(self, message: Message) -> Prepared:
         mapping_set = self._mappings()
         try:
+            too_many = self._too_many_groups(mapping_set.route(message), message)
+            if too_many is not None:
+                return too_many
             result = mapping_set.map(message)
         except MappingError as exc:
             if exc.__cause__ is not None:  # an engine fault: keep the traceback for a bug report
-                log.error("mapping fault on message %s", message.control_id,
+                log.error("mapping fault on message %s", shown(message.control_id),
                           exc_info=exc.__cause__)
             return Prepared(from_mapping_error(exc))
         if not result.steps:
             return Prepared(Rejection("AE", errors.SEGMENT_SEQUENCE_ERROR, "",
                                       f"mapping {result.mapping} made no worklist item"),
                             result.mapping)
+        most = self.settings.max_items_per_message
+        if len(result.steps) > most:
+            first_over = result.steps[most].order_control
+            return Prepared(Rejection(
+                "AE", errors.SEGMENT_SEQUENCE_ERROR, f"ORC^{first_over.orc_seq}",
+                f"the message makes {len(result.steps)} worklist items; at most {most} are "
+                "accepted from one message (orders.max_items_per_message)"), result.mapping)
         steps = []
         for mapped in result.steps:
+            self._check_size(mapped.item, mapped.locate)
             control = mapped.order_control
             steps.append(OrderStep(mapped, self._table.lookup(control), control))
         check_patient(result.steps[0].item, message.first("PID"), self.settings.patients,
                       today=self._today())
         return Prepared(OrderWork(steps, self.settings, patient_keywords(result.attributes)),
                         result.mapping)
+
+    def _too_many_groups(self, mapping: Mapping, message: Message) -> Prepared | None:
+        """More groups than orders.max_items_per_message, counted before the mapping
+        spends its time on each (490 groups: a third of a second); each group makes
+        at least one item. The count of items after mapping stays the authority."""
+        most = self.settings.max_items_per_message
+        if not mapping.group_by:
+            return None
+        unit = mapping.group_by[-1]
+        count = sum(1 for segment in message.segments if segment.name == unit)
+        if count <= most:
+            return None
+        return Prepared(Rejection(
+            "AE", errors.SEGMENT_SEQUENCE_ERROR, f"{unit}^{most + 1}",
+            f"the message has {count} {unit} groups, each making a worklist item; at most "
+            f"{most} are accepted from one message (orders.max_items_per_message)"),
+            mapping.name)
+
+    def _check_size(self, item: Dataset, locate: Callable[[str], str]) -> None:
+        """Reject an item whose stored form would exceed orders.max_item_bytes.
+
+        Checked here, before the write job, so that the store's single writer
+        never spends its time (and every other sender's commit) on a huge item.
+        """
+        limit = self.settings.max_item_bytes
+        size = len(dumps_item(item).encode("utf-8"))
+        if size <= limit:
+            return
+        # Only on the way out: which attribute made it big, so the sender can fix it.
+        keyword, biggest = "", 0
+        for element in item:
+            part = Dataset()
+            part.add(element)
+            n = len(dumps_item(part).encode("utf-8"))
+            if n > biggest:
+                keyword, biggest = element.keyword or str(element.tag), n
+        location = locate(keyword) if keyword else ""
+        parts = location.split("^")  # an ERL: segment^sequence^field^...
+        where = f" ({parts[0]}-{parts[2]})" if len(parts) >= 3 else ""
+        text = (f"the worklist item would be {size} bytes stored, more than the "
+                f"{limit} accepted (orders.max_item_bytes); its largest attribute is "
+                f"{keyword}{where}, {biggest} bytes")
+        raise Rejection("AE", errors.VALUE_TOO_LONG, location, text)
 
     # --- ADT ------------------------------------------------------------------------
 
@@ -147,6 +205,7 @@ class Intake:
         reader = self._patient_reader()
         whole, _ = message_contexts(message)
         patient = self._read_patient(reader, whole, message.first("PID"))
+        self._check_size(patient, lambda keyword: "")
         return Prepared(PatientUpdateWork(patient, reader.keywords, self.settings),
                         reader.mapping)
 

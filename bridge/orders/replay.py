@@ -16,13 +16,11 @@ restamp the message time when they retry.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from bridge.hl7 import read_header_bytes
 
-_LINE_ENDS = re.compile(rb"[\r\n]+")
 _FRAME_JUNK = b"\x0b\x1c \t\r\n"
 _BOM = b"\xef\xbb\xbf"
 
@@ -41,7 +39,7 @@ def content_hash(payload: bytes) -> str:
     data = payload.strip(_FRAME_JUNK)
     if data.startswith(_BOM):
         data = data[len(_BOM):]
-    data = _LINE_ENDS.sub(b"\r", data)
+    data = _one_cr_per_run(data)
     first, sep, rest = data.partition(b"\r")
     if first.startswith(b"MSH") and len(first) > 3:
         fields = first.split(first[3:4])
@@ -49,6 +47,22 @@ def content_hash(payload: bytes) -> str:
             fields[6] = b""  # MSH-7: split index 6 (MSH-1 is the separator itself)
         first = first[3:4].join(fields)
     return hashlib.blake2b(first + sep + rest, digest_size=16).hexdigest()
+
+
+def _one_cr_per_run(data: bytes) -> bytes:
+    """Every run of CR and LF as one CR (what the regex ``[\\r\\n]+`` -> CR did).
+
+    Split and join instead of a regex: the same bytes, but the interpreter lock is
+    held a few milliseconds on a 4 MB frame instead of tens (this runs in a worker
+    thread beside the event loop, which needs the lock to answer others).
+    """
+    parts = data.replace(b"\n", b"\r").split(b"\r")
+    if len(parts) == 1:
+        return data
+    body = b"\r".join(part for part in parts if part)
+    if not body:
+        return b"\r"
+    return (b"" if parts[0] else b"\r") + body + (b"" if parts[-1] else b"\r")
 
 
 def replay_key(payload: bytes) -> ReplayKey | None:

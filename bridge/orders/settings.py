@@ -132,6 +132,13 @@ class OrdersSettings(Section):
     # The same Accession Number for a different patient. Allowing it is loud:
     # a warning at start and on every message that does it.
     accession_other_patient: Literal["reject", "allow_with_warning"] = "reject"
+    # The most one stored worklist item (its DICOM JSON) may take; a message that
+    # would store a larger one is answered AE 104 naming its largest attribute.
+    max_item_bytes: int = Field(default=256 * 1024, ge=16 * 1024)
+    # Worklist items one message may make: each is written in the message's one
+    # transaction, on the store's only writer, while every other sender's commit
+    # waits (490 items: half a second). More: AE 100 at the first group too many.
+    max_items_per_message: int = Field(default=50, ge=1)
     patients: PatientChecks = PatientChecks()
     adt: AdtSettings = AdtSettings()
     results: ResultSettings = ResultSettings()

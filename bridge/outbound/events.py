@@ -81,6 +81,7 @@ class StatusMessages:
             variables = {
                 **self._sender,
                 "status": change.status, "sps_status": change.sps_status,
+                "order_control": change.order_control,
                 "mpps_status": _text(change.mpps, "PerformedProcedureStepStatus"),
                 "scheduled": "Y" if change.scheduled else "",
                 "now": f"{now:%Y%m%d%H%M%S}",

@@ -24,7 +24,7 @@ from bridge.outbound.er7 import SegmentWriter, render_message
 BUILTIN_VARS = (
     "status", "sps_status", "mpps_status", "scheduled", "now", "event_time",
     "sending_application", "sending_facility", "receiving_application", "receiving_facility",
-    "processing_id", "destination",
+    "processing_id", "destination", "order_control",
 )
 # MSH positions the builder writes itself.
 BUILDER_FIELDS = {1: "field separator", 2: "encoding characters", 9: "message type",

@@ -26,6 +26,18 @@ ID and OpenSSL's reason, never message content.
 Delivery is at least once: a message whose ACK was lost is sent again with the
 same MSH-10, which a receiver uses to drop the duplicate.
 
+Several instances on one database: the dispatcher claims each message in the
+store before handing it to a worker (``outbox_tx.claim_heads``: only an order's
+head, only without another live claim, with a lease of ``lease_s``), and a
+worker records the outcome only while the claim is still its own. The lease
+covers the longest attempt a worker can make (``lease_seconds``), so the claim
+of a live instance never lapses mid-send; an instance that dies leaves claims
+that lapse after that long, and a survivor then sends those messages (again,
+with the same MSH-10, when the dead one had sent them but not recorded it).
+Stopping gives the claims back at once. On PostgreSQL new rows NOTIFY every
+instance (the daemon wires ``Store.listen`` to ``wake``); polling every
+``poll_interval_s`` is the fallback and sees lapsed claims.
+
 Threads: the sender runs on the daemon's asyncio loop. It reads the store in
 worker threads (``asyncio.to_thread``) and writes outcomes through ``submit``
 (the daemon's CommitQueue), never on the loop itself. ``wake()`` may be called
@@ -38,10 +50,11 @@ import asyncio
 import logging
 import ssl
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.hl7.client import MllpClient, ack_code_of, acked_control_id_of
 from bridge.outbound.settings import OutboundDestination
@@ -51,7 +64,13 @@ from bridge.store.base import Store, StoreTx
 from bridge.store.outbox_tx import OutboxMessage
 from bridge.store.sqltx import parse_stamp
 
+if TYPE_CHECKING:
+    from bridge.telemetry import Metrics
+
 log = logging.getLogger(__name__)
+
+# Added to a destination's longest attempt for its claims' lease (lease_seconds).
+LEASE_MARGIN_S = 5.0
 
 DONE_CODES = frozenset({"AA", "CA"})
 DEAD_CODES = frozenset({"AE", "AR", "CR"})
@@ -62,6 +81,7 @@ class SenderStats:
     sent: int = 0
     dead: int = 0
     retries: int = 0
+    lost_claims: int = 0  # outcomes not recorded: the claim had lapsed
 
 
 class _Retry(Exception):
@@ -85,15 +105,32 @@ class _DestinationState:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
+    @property
+    def lease_s(self) -> float:
+        return lease_seconds(self.settings)
+
+
+def lease_seconds(d: OutboundDestination) -> float:
+    """How long a claim on a message for ``d`` holds: the longest a worker can take
+    over one attempt (connect, TLS handshake and ACK wait, twice when a reused
+    connection turns out closed), plus a margin. Also the longest a dead instance's
+    claimed messages wait before a survivor sends them."""
+    handshake = d.tls.handshake_timeout_s if d.tls.enabled else 0.0
+    return 2 * (d.connect_timeout_s + handshake + d.ack_timeout_s) + LEASE_MARGIN_S
+
 
 class OutboxSender:
     def __init__(self, store: Store, destinations: Sequence[OutboundDestination], *,
                  submit: Submit | None = None, poll_interval_s: float = 2.0,
-                 stop_grace_s: float = 5.0) -> None:
+                 stop_grace_s: float = 5.0, instance: str = "",
+                 metrics: Metrics | None = None) -> None:
         self._store = store
+        self._metrics = metrics  # sends, retries and dead letters per destination
         self._submit = submit or thread_submit(store)
         self._poll = poll_interval_s
         self._grace = stop_grace_s
+        # Who claims messages in the store; unique per running daemon.
+        self.instance = instance or f"sender-{uuid.uuid4().hex[:12]}"
         # All destinations, so that errors name each by its position in the config;
         # TlsConfigError (a bad certificate, key or CA file) is raised here, at start.
         contexts = destination_contexts(destinations)
@@ -109,6 +146,13 @@ class OutboxSender:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self._dests:
+            # Claims left by an earlier run under the same (configured) instance id:
+            # that process is gone, so they need not wait for their lease.
+            try:
+                await self._submit(lambda tx: outbox_tx.release_claims(tx, self.instance))
+            except Exception as exc:  # noqa: BLE001 - they lapse by themselves
+                log.warning("old outbox claims not released (%s)", type(exc).__name__)
         for dest in self._dests:
             dest.tasks.append(asyncio.create_task(self._dispatch(dest),
                                                   name=f"outbox:{dest.settings.name}"))
@@ -139,6 +183,14 @@ class OutboxSender:
         for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        try:  # another instance may send them now rather than after the lease
+            released = await self._submit(
+                lambda tx: outbox_tx.release_claims(tx, self.instance))
+            if released:
+                log.info("outbox sender released %d claimed message(s)", released)
+        except Exception as exc:  # noqa: BLE001 - the leases lapse by themselves
+            log.warning("outbox claims not released (%s); they lapse after their lease",
+                        type(exc).__name__)
         log.info("outbox sender stopped")
 
     # --- dispatcher ---
@@ -156,10 +208,14 @@ class OutboxSender:
                 free = dest.settings.max_connections - len(dest.busy)
                 if free > 0:
                     try:
+                        # A read first, so that an idle outbox costs no write; the
+                        # claim then decides (another instance may have been quicker).
                         heads = await asyncio.to_thread(
                             outbox_tx.due_heads, self._store, name, now=datetime.now(UTC),
                             limit=free, busy_orders=frozenset(dest.busy))
-                        if not heads:
+                        if heads:
+                            heads = await self._claim(dest, free)
+                        else:
                             wait = await asyncio.to_thread(self._until_next_due, name)
                             if wait is not None:
                                 timeout = min(timeout, max(wait, 0.01))
@@ -177,6 +233,25 @@ class OutboxSender:
         for _ in range(dest.settings.max_connections):
             dest.queue.put_nowait(_STOP)
 
+    async def _claim(self, dest: _DestinationState, limit: int) -> list[OutboxMessage]:
+        name, lease = dest.settings.name, dest.lease_s
+        busy = frozenset(dest.busy)
+
+        def job(tx: StoreTx) -> list[OutboxMessage]:
+            # Claimed ones of ours are never offered again (their lease is live), but
+            # an order being sent here keeps its next message for later all the same.
+            got = outbox_tx.claim_heads(tx, name, instance=self.instance,
+                                        limit=limit + len(busy), lease_s=lease,
+                                        now=datetime.now(UTC))
+            keep = [m for m in got if m.order_key not in busy][:limit]
+            extra = [m.id for m in got if m not in keep]
+            if extra:
+                outbox_tx.release_claims(tx, self.instance, extra)
+            return keep
+
+        claimed: list[OutboxMessage] = await self._submit(job)
+        return claimed
+
     def _until_next_due(self, name: str) -> float | None:
         due = outbox_tx.next_due(self._store, name)
         if due is None:
@@ -192,8 +267,8 @@ class OutboxSender:
                 message = await dest.queue.get()
                 if message is _STOP:
                     return
-                if self._stopping:  # handed out but not started: stays pending
-                    dest.busy.discard(message.order_key)
+                if self._stopping:  # handed out but not started: stays pending (and
+                    dest.busy.discard(message.order_key)  # stop() gives the claim back)
                     continue
                 try:
                     await self._deliver(dest, conn, message)
@@ -214,17 +289,19 @@ class OutboxSender:
             if acked and acked != message.control_id:
                 raise _Retry(f"the reply acknowledges {acked!r}, not {message.control_id!r}")
             if code in DONE_CODES:
-                await self._record(outbox_tx.mark_sent, message.id, reply)
+                await self._record(message, outbox_tx.mark_sent, message.id, reply)
                 dest.failures = 0
                 self.stats.sent += 1
+                self._count(s.name, "sent")
                 log.debug("status message %s delivered to %s (%s)", message.control_id,
                           s.name, code)
                 return
             if code in DEAD_CODES:
                 reason = f"{code}: {_reply_text(reply) or 'no reason given'}"
-                await self._record(outbox_tx.mark_dead, message.id, reason, reply)
+                await self._record(message, outbox_tx.mark_dead, message.id, reason, reply)
                 dest.failures = 0
                 self.stats.dead += 1
+                self._count(s.name, "dead")
                 log.warning("status message %s refused by %s (%s); kept as a dead letter "
                             "(mwl-bridge outbox list --state dead)", message.control_id,
                             s.name, code)
@@ -282,6 +359,10 @@ class OutboxSender:
             s.host, s.port, timeout=s.connect_timeout_s + s.tls.handshake_timeout_s,
             ssl=dest.ssl, server_hostname=server_name(s))
 
+    def _count(self, destination: str, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.outbox_outcome(destination, outcome)
+
     async def _retry(self, dest: _DestinationState, message: OutboxMessage,
                      error: str) -> None:
         s = dest.settings
@@ -290,19 +371,30 @@ class OutboxSender:
         loop = asyncio.get_running_loop()
         dest.paused_until = max(dest.paused_until, loop.time() + delay)
         self.stats.retries += 1
+        self._count(s.name, "retry")
         log.warning("status message %s to %s not delivered (%s); retry %d in %.1f s",
                     message.control_id, s.name, error, message.attempts + 1, delay)
         next_attempt = datetime.now(UTC) + timedelta(seconds=delay)
         try:
-            await self._record(outbox_tx.mark_retry, message.id, error, next_attempt)
+            await self._record(message, outbox_tx.mark_retry, message.id, error,
+                               next_attempt)
         except Exception as exc:  # noqa: BLE001 - the message stays pending either way
             log.error("outbox retry of message %d not recorded: %s", message.id, exc)
 
-    async def _record(self, fn: Callable[..., None], *args: Any) -> None:
-        def job(tx: StoreTx) -> None:
-            fn(tx, *args)
+    async def _record(self, message: OutboxMessage, fn: Callable[..., bool], *args: Any
+                      ) -> None:
+        """Record an outcome, as the claim's holder only (a message claimed by nobody,
+        e.g. in tests that hand one over directly, by anyone)."""
+        holder = message.claimed_by or None
 
-        await self._submit(job)
+        def job(tx: StoreTx) -> bool:
+            return fn(tx, *args, claimed_by=holder)
+
+        if not await self._submit(job) and holder is not None:
+            self.stats.lost_claims += 1
+            log.warning("status message %s: the claim lapsed before its outcome was "
+                        "recorded; the instance that took it over sends it again",
+                        message.control_id)
 
 
 _STOP: Any = object()

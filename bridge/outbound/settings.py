@@ -16,11 +16,13 @@ from bridge.tls import TlsSettings
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 MESSAGE_TYPES = ("ORM^O01", "OMG^O19", "OMI^O23", "ORU^R01")
-Event = Literal["IP", "CM", "DC"]
+# ORC-5 values: IP, CM, DC from MPPS and idle rules; CA, HD, SC from the operator
+# console's cancel, hold and release (docs/console.md).
+Event = Literal["IP", "CM", "DC", "CA", "HD", "SC"]
 
 
 def _all_events() -> list[Event]:
-    return ["IP", "CM", "DC"]
+    return ["IP", "CM", "DC", "CA", "HD", "SC"]
 
 
 class DestinationTls(TlsSettings):

@@ -20,6 +20,7 @@ from bridge.steps.change import (
     order_key,
     replaced,
     report,
+    report_step,
     step_status,
     with_status,
 )
@@ -27,6 +28,7 @@ from bridge.steps.rules import (
     CANCELED,
     COMPLETED,
     DISCONTINUED,
+    HELD,
     IN_PROGRESS,
     MPPS_FINAL,
     MPPS_STATUSES,
@@ -43,9 +45,9 @@ from bridge.steps.rules import (
 )
 
 __all__ = [
-    "CANCELED", "COMPLETED", "DISCONTINUED", "IN_PROGRESS", "MPPS_FINAL", "MPPS_STATUSES",
+    "CANCELED", "COMPLETED", "DISCONTINUED", "HELD", "IN_PROGRESS", "MPPS_FINAL", "MPPS_STATUSES",
     "ORC5_FOR_MPPS", "ORC5_FOR_SPS", "SCHEDULED", "SPS_FOR_MPPS", "STARTED", "TERMINAL",
     "Reporter", "Source", "StatusChange", "StatusDecision", "StepState", "StepUpdate",
     "change_status", "next_status", "next_status_from_hl7", "next_status_from_mpps",
-    "order_key", "replaced", "report", "step_status", "with_status",
+    "order_key", "replaced", "report", "report_step", "step_status", "with_status",
 ]

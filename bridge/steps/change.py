@@ -24,7 +24,7 @@ from pydicom.dataelem import DataElement
 from pydicom.tag import Tag
 
 from bridge.steps.rules import ORC5_FOR_SPS, StatusDecision, next_status
-from bridge.store import mpps_tx, outbox_tx
+from bridge.store import history_tx, mpps_tx, outbox_tx
 from bridge.store.base import StoreTx, UpsertOutcome
 from bridge.store.outbox_tx import NewMessage
 
@@ -38,6 +38,7 @@ class Source(StrEnum):
     RESULT = "result"  # ORU^R01 final result
     MPPS = "mpps"
     IDLE_RULE = "idle rule"
+    OPERATOR = "operator"  # the operator console: cancel, hold, release, reschedule
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +47,15 @@ class StatusChange:
 
     order: Dataset  # the stored worklist item after the change (or one made from the MPPS)
     mpps: Dataset
-    status: str  # HL7 ORC-5: IP, CM, DC
+    status: str  # HL7 ORC-5: IP, CM, DC (and CA, HD, SC from the console)
     sps_status: str
     scheduled: bool
     order_key: str
     mpps_id: int | None = None
     step_id: int | None = None
+    # ORC-1 ($order_control in the outbound profiles): SC (status changed), or SN
+    # (send order number) for an item the RIS has not heard of: one made by hand.
+    order_control: str = "SC"
 
 
 class Reporter(Protocol):
@@ -94,13 +98,17 @@ def order_key(order: Dataset, fallback: str) -> str:
 def change_status(tx: StoreTx, step: StepState, wanted: str, *, source: Source,
                   content: Dataset | None = None, message_id: int | None = None,
                   reporter: Reporter | None = None, mpps: Dataset | None = None,
-                  mpps_id: int | None = None, now: datetime | None = None) -> StepUpdate:
+                  mpps_id: int | None = None, now: datetime | None = None,
+                  actor: str = "", note: str = "") -> StepUpdate:
     """Move ``step`` towards SPS status ``wanted`` under the conflict rule.
 
     ``content`` replaces the stored item as well (an HL7 change order); the
     status written is always the rule's, whatever ``content`` says. With a
     ``reporter``, a change to STARTED, COMPLETED or DISCONTINUED is reported
-    (ORC-5 IP, CM, DC) in the same transaction. ``source`` says who asked.
+    (ORC-5 IP, CM, DC) in the same transaction. ``source`` says who asked;
+    every actual change is kept in the item's status history (``step_history``)
+    with it, the HL7 message or MPPS that made it, and ``actor`` and ``note``
+    (the console user and reason, the idle rule).
     """
     decision = next_status(step.status, wanted)
     if content is not None:
@@ -112,6 +120,10 @@ def change_status(tx: StoreTx, step: StepState, wanted: str, *, source: Source,
         written = UpsertOutcome.UPDATED
     else:
         return StepUpdate(decision, step.item, UpsertOutcome.UNCHANGED)
+    if decision.changed:
+        history_tx.record(tx, step_id=step.id, from_status=step.status,
+                          to_status=decision.status, source=str(source),
+                          message_id=message_id, mpps_id=mpps_id, actor=actor, note=note)
     queued = 0
     if decision.changed and reporter is not None and decision.status in ORC5_FOR_SPS:
         change = StatusChange(
@@ -129,6 +141,21 @@ def report(tx: StoreTx, changes: list[StatusChange], reporter: Reporter, *,
     now = now or datetime.now().astimezone()
     rows = [row for change in changes for row in reporter.for_change(change, now=now)]
     return len(outbox_tx.enqueue(tx, rows))
+
+
+def report_step(tx: StoreTx, step_id: int, item: Dataset, reporter: Reporter, *,
+                order_control: str = "SC", now: datetime | None = None) -> int:
+    """Report a step as it stands, without a status change: the console's reschedule
+    (ORC-1 SC, ORC-5 the status it keeps, the new start in the profile's timing
+    fields) and an item made by hand (ORC-1 SN). Returns the outbox rows queued."""
+    status = step_status(item)
+    if status not in ORC5_FOR_SPS:
+        return 0
+    change = StatusChange(order=item, mpps=Dataset(), status=ORC5_FOR_SPS[status],
+                          sps_status=status, scheduled=True,
+                          order_key=order_key(item, f"step:{step_id}"), step_id=step_id,
+                          order_control=order_control)
+    return report(tx, [change], reporter, now=now)
 
 
 def replaced(ds: Dataset, keyword: str, value: object) -> Dataset:

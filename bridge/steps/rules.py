@@ -37,10 +37,14 @@ STARTED = "STARTED"
 CANCELED = "CANCELED"
 TERMINAL = frozenset({COMPLETED, DISCONTINUED, CANCELED})
 
+HELD = "HELD"
+
 # MPPS status -> SPS status, and SPS status -> HL7 ORC-5 (order status, table 0038).
-# Only these three SPS statuses are ever reported to the RIS.
+# Only these SPS statuses are ever reported to the RIS: IP, CM and DC by MPPS and
+# idle rules; CA, HD and SC by an operator's cancel, hold and release (console).
 SPS_FOR_MPPS = {IN_PROGRESS: STARTED, COMPLETED: COMPLETED, DISCONTINUED: DISCONTINUED}
-ORC5_FOR_SPS = {STARTED: "IP", COMPLETED: "CM", DISCONTINUED: "DC"}
+ORC5_FOR_SPS = {STARTED: "IP", COMPLETED: "CM", DISCONTINUED: "DC", CANCELED: "CA",
+                HELD: "HD", SCHEDULED: "SC"}
 ORC5_FOR_MPPS = {mpps: ORC5_FOR_SPS[sps] for mpps, sps in SPS_FOR_MPPS.items()}
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from bridge.store.base import (
     InboundMessage,
+    StepFilter,
     StepRow,
     Store,
     StoreError,
@@ -29,7 +30,7 @@ from bridge.store.sqlite import SqliteStore
 
 __all__ = [
     "AnyOf", "Column", "CommitQueue", "Exact", "InboundMessage", "ItemPath", "Match", "NoneOf",
-    "Range", "SqliteStore", "StepRow", "Store", "StoreError", "StoreTx", "Submit",
+    "Range", "SqliteStore", "StepFilter", "StepRow", "Store", "StoreError", "StoreTx", "Submit",
     "UpsertOutcome", "Wildcard", "WorklistQuery", "open_store", "thread_submit",
 ]
 

@@ -78,6 +78,21 @@ class Cursor(Protocol):
     def fetchmany(self, size: int = ...) -> list[Any]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class StepFilter:
+    """Which steps a listing shows; empty fields restrict nothing. Every field is an
+    indexed column, so a filtered listing never reads the other items."""
+
+    station: str = ""  # any of the step's Scheduled Station AE Titles
+    modality: str = ""
+    date: str = ""  # SPS start date, YYYYMMDD
+    status: str = ""
+    patient_id: str = ""
+    accession: str = ""
+    date_from: str = ""  # SPS start date on or after, YYYYMMDD (with date_to: a range)
+    date_to: str = ""  # SPS start date on or before, YYYYMMDD
+
+
 class StoreTx(Protocol):
     """What a write job may do inside its transaction (the one ``Store.write`` opens).
 
@@ -93,6 +108,11 @@ class StoreTx(Protocol):
     @property
     def param(self) -> str:
         """The backend's parameter mark: ``?`` or ``%s``."""
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``: for the few statements that differ (row locks,
+        the database clock, notifications; see sqltx.py)."""
 
     def record_message(self, message: InboundMessage, *, content_hash: str = "",
                        flags: str = "", outcome: str = "", replay_of: int | None = None
@@ -142,10 +162,25 @@ class Store(ABC):
     def list_steps(self, limit: int = 100) -> list[StepRow]: ...
 
     @abstractmethod
+    def iter_steps(self, where: StepFilter, *, limit: int, offset: int = 0
+                   ) -> Iterator[StepRow]:
+        """Steps matching ``where`` in schedule order, read in batches as they are
+        consumed (a listing of a large store starts printing at once)."""
+
+    @abstractmethod
+    def count_matching(self, where: StepFilter) -> int: ...
+
+    @abstractmethod
     def count_steps(self) -> int: ...
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def listen(self, channel: str, on_notify: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``on_notify`` when another connection NOTIFYs ``channel`` (PostgreSQL;
+        other backends never call it: their callers poll). Returns the function that
+        stops listening."""
+        return lambda: None
 
     # Conveniences built on write(); backends need not override them.
 

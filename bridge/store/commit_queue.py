@@ -12,10 +12,14 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.store.base import Store, StoreTx
+
+if TYPE_CHECKING:
+    from bridge.telemetry import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +43,10 @@ def thread_submit(store: Store) -> Submit:
 
 
 class CommitQueue:
-    def __init__(self, store: Store, *, max_batch: int = 64) -> None:
+    def __init__(self, store: Store, *, max_batch: int = 64,
+                 metrics: Metrics | None = None) -> None:
         self._store = store
+        self._metrics = metrics  # commit latency and batch sizes
         self._max_batch = max_batch
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
@@ -49,6 +55,11 @@ class CommitQueue:
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        """The writer thread is alive (started and not stopped)."""
+        return self._thread.is_alive()
 
     async def submit(self, job: Callable[[StoreTx], Any]) -> Any:
         """Run ``job`` in the next batch; return its result once committed."""
@@ -79,11 +90,16 @@ class CommitQueue:
                 self._commit(batch)
 
     def _commit(self, batch: list[tuple[Callable[[StoreTx], Any], Any, Any]]) -> None:
+        started = time.perf_counter()
+        ok = True
         try:
             results = self._store.write([job for job, _, _ in batch])
         except Exception as exc:  # noqa: BLE001 - every waiter learns the batch failed
             log.error("store commit failed for %d message(s): %s", len(batch), exc)
             results = [exc] * len(batch)
+            ok = False
+        if self._metrics is not None:
+            self._metrics.commit(time.perf_counter() - started, len(batch), ok=ok)
         self.batches += 1
         self.jobs_done += len(batch)
         for (_, loop, future), result in zip(batch, results, strict=True):

@@ -106,9 +106,20 @@ def _from_json(obj: dict[str, Any]) -> Dataset:
                                already_converted=True))
         else:
             plain = [_pn_from_json(v) for v in values] if vr == "PN" else values
-            ds.add(DataElement(tag, vr, plain if len(plain) > 1 else plain[0],
-                               validation_mode=config.IGNORE))
+            ds.add(_element(tag, vr, plain if len(plain) > 1 else plain[0]))
     return ds
+
+
+def _element(tag: int, vr: str, value: Any) -> DataElement:
+    try:
+        return DataElement(tag, vr, value, validation_mode=config.IGNORE)
+    except (ValueError, TypeError, OverflowError):
+        # A number string pydicom cannot convert ("2,5" in a DS, stored before the
+        # MPPS checks refused it) is kept as the text it is: the item still reads,
+        # and is written back unchanged, instead of failing every read of it.
+        kept = MultiValue(str, [str(v) for v in value]) if isinstance(value, list) \
+            else str(value)
+        return DataElement(tag, vr, kept, already_converted=True)
 
 
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI",

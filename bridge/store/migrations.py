@@ -206,8 +206,90 @@ def _names_norm(d: Dialect) -> list[str]:
     return ["ALTER TABLE procedure_step ADD COLUMN names_norm TEXT"]
 
 
+def _instances(d: Dialect) -> list[str]:
+    """Several instances on one database (issue 11): outbox claims with a lease,
+    the maintenance leader's lease row, and the instances' heartbeat table.
+
+    Used by bridge/store/outbox_tx.py (claim_heads) and bridge/store/ha_tx.py.
+    """
+    return [
+        # Who is sending this message, and until when the claim holds (a store
+        # timestamp from the database's clock); '' when nobody is.
+        "ALTER TABLE outbox ADD COLUMN claimed_by TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE outbox ADD COLUMN lease_until TEXT NOT NULL DEFAULT ''",
+        # One row per role (today: maintenance); its holder renews it.
+        """CREATE TABLE role_lease (
+  role TEXT PRIMARY KEY,
+  holder TEXT NOT NULL,
+  lease_until TEXT NOT NULL,
+  since TEXT NOT NULL
+)""",
+        """CREATE TABLE instance (
+  id TEXT PRIMARY KEY,
+  host TEXT NOT NULL,
+  pid INTEGER NOT NULL,
+  version TEXT NOT NULL,
+  started_at TEXT NOT NULL,
+  last_seen TEXT NOT NULL,
+  roles TEXT NOT NULL,
+  stopped_at TEXT NOT NULL
+)""",
+        "CREATE INDEX ix_instance_seen ON instance (last_seen)",
+    ]
+
+
+def _audit(d: Dialect) -> list[str]:
+    """The operator console's audit trail (issue 12): who changed what through the API
+    or the UI, when, and the state before and after (JSON). Rows are only ever added.
+
+    Used by bridge/store/audit_tx.py.
+    """
+    return [
+        f"""CREATE TABLE audit_log (
+  id {d.row_id},
+  at TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  role TEXT NOT NULL,
+  action TEXT NOT NULL,
+  target_kind TEXT NOT NULL,
+  target_id TEXT NOT NULL,
+  summary TEXT NOT NULL,
+  before_json TEXT NOT NULL,
+  after_json TEXT NOT NULL,
+  peer TEXT NOT NULL
+)""",
+        "CREATE INDEX ix_audit_target ON audit_log (target_kind, target_id)",
+        "CREATE INDEX ix_audit_actor ON audit_log (actor, id)",
+    ]
+
+
+def _step_history(d: Dialect) -> list[str]:
+    """Every status change of a worklist item, with where it came from (issues 12 and
+    13): written by ``bridge.steps.change_status`` in the transaction of the change,
+    whatever its source (HL7, ORU result, MPPS, idle rule, operator). Rows are only
+    ever added; they go with their item when it is purged.
+
+    Used by bridge/store/history_tx.py.
+    """
+    return [
+        f"""CREATE TABLE step_history (
+  id {d.row_id},
+  step_id BIGINT NOT NULL REFERENCES procedure_step (id) ON DELETE CASCADE,
+  at TEXT NOT NULL,
+  from_status TEXT NOT NULL,
+  to_status TEXT NOT NULL,
+  source TEXT NOT NULL,
+  message_id BIGINT,
+  mpps_id BIGINT,
+  actor TEXT NOT NULL DEFAULT '',
+  note TEXT NOT NULL DEFAULT ''
+)""",
+        "CREATE INDEX ix_step_history_step ON step_history (step_id, id)",
+    ]
+
+
 MIGRATIONS = (_v1, _mpps_outbox, _orders, _step_stations, _drop_unused_step_indexes,
-              _names_norm)
+              _names_norm, _instances, _audit, _step_history)
 
 
 def latest_version() -> int:

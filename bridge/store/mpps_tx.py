@@ -17,7 +17,7 @@ from pydicom import Dataset
 from bridge.store.base import Store, StoreTx
 from bridge.store.items import dumps_item, loads_item
 from bridge.store.query import Column
-from bridge.store.sqltx import reading, stamp
+from bridge.store.sqltx import for_update, reading, skip_locked, stamp
 
 _STEP_MATCH_COLUMNS = frozenset(c.value for c in Column) | {
     "placer_order_number", "filler_order_number"}
@@ -103,7 +103,10 @@ def update_mpps(tx: StoreTx, mpps_id: int, *, status: str, item: Dataset,
 
 
 def find_steps(tx: StoreTx, where: Mapping[str, str]) -> list[StepRecord]:
-    """Steps whose indexed columns equal every value in ``where`` (none when it is empty)."""
+    """Steps whose indexed columns equal every value in ``where`` (none when it is empty).
+
+    Like ``steps_by_id``, locked until the job's commit on PostgreSQL: the status a
+    change is decided on cannot be changed meanwhile by another instance."""
     if not where:
         return []
     unknown = set(where) - _STEP_MATCH_COLUMNS
@@ -112,7 +115,7 @@ def find_steps(tx: StoreTx, where: Mapping[str, str]) -> list[StepRecord]:
     cur, p = tx.cur, tx.param
     clause = " AND ".join(f"{column} = {p}" for column in where)
     cur.execute(f"SELECT id, item, sps_status, updated_at FROM procedure_step WHERE {clause} "
-                "ORDER BY id", tuple(where.values()))
+                f"ORDER BY id{for_update(tx)}", tuple(where.values()))
     return [StepRecord(int(r[0]), loads_item(r[1]), r[2], r[3]) for r in cur.fetchall()]
 
 
@@ -121,7 +124,7 @@ def steps_by_id(tx: StoreTx, ids: Iterable[int]) -> list[StepRecord]:
     out = []
     for step_id in sorted(set(ids)):
         cur.execute(f"SELECT id, item, sps_status, updated_at FROM procedure_step "
-                    f"WHERE id = {p}", (step_id,))
+                    f"WHERE id = {p}{for_update(tx)}", (step_id,))
         row = cur.fetchone()
         if row is not None:
             out.append(StepRecord(int(row[0]), loads_item(row[1]), row[2], row[3]))
@@ -213,8 +216,12 @@ def idle_steps(tx: StoreTx, *, statuses: Iterable[str], stations: Iterable[str] 
     params.append(changed_before)
     where.append(f"sps_start < {p}")
     params.append(starting_before)
+    # Locked until the job's commit (PostgreSQL), skipping rows another transaction
+    # is changing: the status read here is the one the change is decided on, so two
+    # instances never both move a step and both queue its CM/DC.
     cur.execute(f"SELECT id, item, sps_status, updated_at FROM procedure_step "
-                f"WHERE {' AND '.join(where)} ORDER BY id LIMIT {int(limit)}", params)
+                f"WHERE {' AND '.join(where)} ORDER BY id LIMIT {int(limit)}{skip_locked(tx)}",
+                params)
     return [StepRecord(int(r[0]), loads_item(r[1]), r[2], r[3]) for r in cur.fetchall()]
 
 

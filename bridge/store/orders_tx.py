@@ -21,7 +21,10 @@ from pydicom import Dataset
 
 from bridge.store.base import InboundMessage, StoreTx, UpsertOutcome
 from bridge.store.items import loads_item
+from bridge.store.sqltx import POSTGRESQL, for_update
 
+# The first key of message-key advisory locks (the second is the key's hash).
+_MESSAGE_LOCK_SPACE = 0x4D574C
 ACCEPTED = ("AA",)
 REJECTED = ("AE", "AR", "")  # "" is a frame that was not HL7 at all
 
@@ -127,6 +130,15 @@ class OrdersTx:
 
     # --- the message log ---------------------------------------------------------
 
+    def lock_message_key(self, application: str, facility: str, control_id: str) -> None:
+        """Hold the message key (MSH-3/MSH-4/MSH-10) until the commit (PostgreSQL): the
+        same message arriving at two instances at once is decided one after the other,
+        so the second finds the first and answers with its ACK. SQLite has one writer."""
+        if self.tx.dialect == POSTGRESQL:
+            self._cur.execute(
+                f"SELECT pg_advisory_xact_lock({_MESSAGE_LOCK_SPACE}, hashtext({self._p}))",
+                ("\x1f".join((application, facility, control_id)),))
+
     def find_applied(self, application: str, facility: str, control_id: str
                      ) -> AppliedMessage | None:
         """The accepted message with this MSH-3/MSH-4/MSH-10, if any (the first one)."""
@@ -215,7 +227,10 @@ class OrdersTx:
     # --- procedure steps ---------------------------------------------------------
 
     def _steps(self, where: str, params: Sequence[Any]) -> list[StoredStep]:
-        self._cur.execute(f"{_STEP_SELECT} WHERE {where} ORDER BY id", params)
+        # Locked until the commit (PostgreSQL): another instance's change of the same
+        # step waits, then decides on what this one wrote.
+        self._cur.execute(f"{_STEP_SELECT} WHERE {where} ORDER BY id{for_update(self.tx)}",
+                          params)
         return [StoredStep(id=int(r[0]), item=loads_item(r[1]), status=r[2], patient_id=r[3],
                            issuer=r[4], accession=r[5]) for r in self._cur.fetchall()]
 

@@ -7,18 +7,33 @@ acknowledged or dead-lettered), and different orders independently.
 
 States: ``pending`` (waiting or being retried), ``sent`` (AA/CA received),
 ``dead`` (AE/AR, or it could not be built; ``last_error`` says why).
+
+Several instances on one database (PostgreSQL) share the outbox through claims:
+an instance sends a message only after ``claim_heads`` wrote its name into
+``claimed_by`` with a lease (``lease_until``, from the database's clock). Only
+the head of an order (its oldest pending message) can be claimed, and only
+while nobody holds a live lease on it, so one order's messages go out in
+order whichever instance sends them; a dead instance's claims lapse and a
+survivor takes them over. An outcome is recorded only by the claim's holder
+(``mark_*`` with ``claimed_by``). On PostgreSQL the rows are picked with
+``FOR UPDATE SKIP LOCKED``; SQLite has one writer, so a plain UPDATE in its
+transaction does the same. ``enqueue`` NOTIFYs ``OUTBOX_CHANNEL`` so that
+every instance's sender wakes at once (PostgreSQL; elsewhere they poll).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from bridge.store.base import Store, StoreTx
-from bridge.store.sqltx import reading, stamp
+from bridge.store.sqltx import clock, notify, reading, skip_locked, stamp
+
+# The NOTIFY channel of new outbox rows; the payload is the destination's name.
+OUTBOX_CHANNEL = "mwl_outbox"
 
 
 class OutboxState(StrEnum):
@@ -61,11 +76,13 @@ class OutboxMessage:
     step_id: int | None
     payload: bytes
     ack: bytes
+    claimed_by: str = ""  # the instance sending it ('' when nobody is)
+    lease_until: str = ""  # the claim holds until then (database clock)
 
 
 _COLUMNS = ("id, destination, order_key, event, message_type, control_id, state, attempts, "
             "next_attempt_at, created_at, updated_at, sent_at, last_error, mpps_id, step_id, "
-            "payload, ack")
+            "payload, ack, claimed_by, lease_until")
 
 
 def _message(row: Sequence[Any]) -> OutboxMessage:
@@ -76,7 +93,8 @@ def _message(row: Sequence[Any]) -> OutboxMessage:
         updated_at=str(row[10]), sent_at=str(row[11]), last_error=str(row[12]),
         mpps_id=None if row[13] is None else int(row[13]),
         step_id=None if row[14] is None else int(row[14]),
-        payload=bytes(row[15]), ack=bytes(row[16]))
+        payload=bytes(row[15]), ack=bytes(row[16]), claimed_by=str(row[17]),
+        lease_until=str(row[18]))
 
 
 # --- inside a write transaction ---
@@ -85,6 +103,7 @@ def enqueue(tx: StoreTx, messages: Iterable[NewMessage]) -> list[int]:
     cur, p = tx.cur, tx.param
     ids = []
     now = stamp()
+    woken: set[str] = set()
     for m in messages:
         state = OutboxState.DEAD if m.dead_reason else OutboxState.PENDING
         cur.execute(
@@ -94,29 +113,102 @@ def enqueue(tx: StoreTx, messages: Iterable[NewMessage]) -> list[int]:
             (m.destination, m.order_key, m.event, m.message_type, m.control_id, state.value, 0,
              now, now, now, "", m.dead_reason, m.mpps_id, m.step_id, m.payload, b""))
         ids.append(int(cur.fetchone()[0]))
+        if state is OutboxState.PENDING and m.destination not in woken:
+            woken.add(m.destination)
+            notify(tx, OUTBOX_CHANNEL, m.destination)  # delivered at commit
     return ids
 
 
-def mark_sent(tx: StoreTx, message_id: int, ack: bytes) -> None:
+def _holder(claimed_by: str | None) -> tuple[str, tuple[str, ...]]:
+    """The WHERE part that limits an outcome to the claim's holder (None: anyone)."""
+    if claimed_by is None:
+        return "", ()
+    return " AND claimed_by = {p}", (claimed_by,)
+
+
+def mark_sent(tx: StoreTx, message_id: int, ack: bytes, *, claimed_by: str | None = None
+              ) -> bool:
+    """Delivered. With ``claimed_by``, only while that instance still holds the claim
+    (False: it lapsed and another instance took the message over; its outcome counts)."""
     cur, p = tx.cur, tx.param
     now = stamp()
+    held, who = _holder(claimed_by)
     cur.execute(f"UPDATE outbox SET state = {p}, attempts = attempts + 1, updated_at = {p}, "
-                f"sent_at = {p}, last_error = '', ack = {p} WHERE id = {p}",
-                (OutboxState.SENT.value, now, now, ack, message_id))
+                f"sent_at = {p}, last_error = '', ack = {p}, claimed_by = '', lease_until = ''"
+                f" WHERE id = {p} AND state = {p}{held.format(p=p)}",
+                (OutboxState.SENT.value, now, now, ack, message_id, OutboxState.PENDING.value,
+                 *who))
+    return bool(cur.rowcount)
 
 
-def mark_dead(tx: StoreTx, message_id: int, reason: str, ack: bytes = b"") -> None:
+def mark_dead(tx: StoreTx, message_id: int, reason: str, ack: bytes = b"", *,
+              claimed_by: str | None = None) -> bool:
     cur, p = tx.cur, tx.param
+    held, who = _holder(claimed_by)
     cur.execute(f"UPDATE outbox SET state = {p}, attempts = attempts + 1, updated_at = {p}, "
-                f"last_error = {p}, ack = {p} WHERE id = {p}",
-                (OutboxState.DEAD.value, stamp(), reason, ack, message_id))
+                f"last_error = {p}, ack = {p}, claimed_by = '', lease_until = '' "
+                f"WHERE id = {p}{held.format(p=p)}",
+                (OutboxState.DEAD.value, stamp(), reason, ack, message_id, *who))
+    return bool(cur.rowcount)
 
 
-def mark_retry(tx: StoreTx, message_id: int, error: str, next_attempt: datetime) -> None:
+def mark_retry(tx: StoreTx, message_id: int, error: str, next_attempt: datetime, *,
+               claimed_by: str | None = None) -> bool:
+    """Not delivered: pending again from ``next_attempt``, for whichever instance
+    claims it then (the claim is given up)."""
     cur, p = tx.cur, tx.param
+    held, who = _holder(claimed_by)
     cur.execute(f"UPDATE outbox SET attempts = attempts + 1, updated_at = {p}, "
-                f"next_attempt_at = {p}, last_error = {p} WHERE id = {p} AND state = {p}",
-                (stamp(), stamp(next_attempt), error, message_id, OutboxState.PENDING.value))
+                f"next_attempt_at = {p}, last_error = {p}, claimed_by = '', lease_until = '' "
+                f"WHERE id = {p} AND state = {p}{held.format(p=p)}",
+                (stamp(), stamp(next_attempt), error, message_id, OutboxState.PENDING.value,
+                 *who))
+    return bool(cur.rowcount)
+
+
+def claim_heads(tx: StoreTx, destination: str, *, instance: str, limit: int, lease_s: float,
+                now: datetime | None = None) -> list[OutboxMessage]:
+    """Claim up to ``limit`` due heads of ``destination`` for ``instance``, oldest first.
+
+    A head is the oldest pending message of its order; it is claimable when it is
+    due (``next_attempt_at``, by ``now``: the sender's clock, which wrote it) and
+    nobody holds a live lease on it (by the database's clock). The claim lasts
+    ``lease_s`` seconds: the sender's longest attempt, so a live instance never
+    loses a claim in the middle of a send.
+    """
+    if limit <= 0:
+        return []
+    cur, p = tx.cur, tx.param
+    db_now, until = clock(tx, lease_s)
+    cols = ", ".join("o." + c.strip() for c in _COLUMNS.split(","))
+    cur.execute(
+        f"SELECT {cols} FROM outbox o WHERE o.destination = {p} AND o.state = {p} "
+        f"AND o.next_attempt_at <= {p} AND (o.claimed_by = '' OR o.lease_until < {p}) "
+        "AND NOT EXISTS (SELECT 1 FROM outbox i WHERE i.destination = o.destination "
+        "AND i.state = o.state AND i.order_key = o.order_key AND i.id < o.id) "
+        f"ORDER BY o.id LIMIT {int(limit)}{skip_locked(tx)}",
+        (destination, OutboxState.PENDING.value, stamp(now), db_now))
+    rows = [_message(r) for r in cur.fetchall()]
+    for m in rows:
+        cur.execute(f"UPDATE outbox SET claimed_by = {p}, lease_until = {p} WHERE id = {p}",
+                    (instance, until, m.id))
+    return [replace(m, claimed_by=instance, lease_until=until) for m in rows]
+
+
+def release_claims(tx: StoreTx, instance: str, ids: Iterable[int] | None = None) -> int:
+    """Give up ``instance``'s claims on pending messages (all, or those in ``ids``),
+    so another instance may send them at once instead of after the lease."""
+    cur, p = tx.cur, tx.param
+    sql = (f"UPDATE outbox SET claimed_by = '', lease_until = '' WHERE claimed_by = {p} "
+           f"AND state = {p}")
+    if ids is None:
+        cur.execute(sql, (instance, OutboxState.PENDING.value))
+        return int(cur.rowcount or 0)
+    n = 0
+    for message_id in ids:
+        cur.execute(sql + f" AND id = {p}", (instance, OutboxState.PENDING.value, message_id))
+        n += int(cur.rowcount or 0)
+    return n
 
 
 def requeue(tx: StoreTx, ids: Iterable[int]) -> list[int]:
@@ -151,9 +243,11 @@ def purge(tx: StoreTx, state: OutboxState, older_than: datetime) -> int:
 
 def due_heads(store: Store, destination: str, *, now: datetime, limit: int,
               busy_orders: Collection[str] = ()) -> list[OutboxMessage]:
-    """The oldest pending message of each order of ``destination`` that is due now.
+    """The oldest pending message of each order of ``destination`` that is due now
+    and not claimed (or whose claim has lapsed, by ``now``).
 
     Orders in ``busy_orders`` (being sent right now) are skipped. Oldest first.
+    A read: what ``claim_heads`` would likely claim, without writing.
     """
     with reading(store) as (cur, p):
         cur.execute(
@@ -161,8 +255,9 @@ def due_heads(store: Store, destination: str, *, now: datetime, limit: int,
             f"WHERE o.destination = {p} AND o.state = {p} AND o.id = ("
             "SELECT MIN(i.id) FROM outbox i WHERE i.destination = o.destination "
             "AND i.state = o.state AND i.order_key = o.order_key) "
-            f"AND o.next_attempt_at <= {p} ORDER BY o.id LIMIT {int(limit + len(busy_orders))}",
-            (destination, OutboxState.PENDING.value, stamp(now)))
+            f"AND o.next_attempt_at <= {p} AND (o.claimed_by = '' OR o.lease_until < {p}) "
+            f"ORDER BY o.id LIMIT {int(limit + len(busy_orders))}",
+            (destination, OutboxState.PENDING.value, stamp(now), stamp(now)))
         heads = [_message(r) for r in cur.fetchall()]
     return [m for m in heads if m.order_key not in busy_orders][:limit]
 
@@ -205,3 +300,28 @@ def count_by_state(store: Store) -> dict[str, int]:
     with reading(store) as (cur, _):
         cur.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")
         return {str(r[0]): int(r[1]) for r in cur.fetchall()}
+
+
+def queue_stats(store: Store) -> dict[str, tuple[int, int, str | None]]:
+    """Per destination: (pending, dead, created_at of the oldest pending message or None).
+
+    For the metrics, read on each scrape: the counts come from the queue index, and
+    only pending rows are read for their age.
+    """
+    out: dict[str, tuple[int, int, str | None]] = {}
+    with reading(store) as (cur, p):
+        cur.execute(f"SELECT destination, state, COUNT(*) FROM outbox WHERE state IN ({p}, {p}) "
+                    "GROUP BY destination, state",
+                    (OutboxState.PENDING.value, OutboxState.DEAD.value))
+        counts = cur.fetchall()
+        cur.execute(f"SELECT destination, MIN(created_at) FROM outbox WHERE state = {p} "
+                    "GROUP BY destination", (OutboxState.PENDING.value,))
+        oldest = {str(r[0]): (str(r[1]) if r[1] else None) for r in cur.fetchall()}
+    for destination, state, count in counts:
+        pending, dead, _ = out.get(str(destination), (0, 0, None))
+        if state == OutboxState.PENDING.value:
+            pending = int(count)
+        else:
+            dead = int(count)
+        out[str(destination)] = (pending, dead, oldest.get(str(destination)))
+    return out

@@ -6,8 +6,11 @@ style, wildcard operator); everything else lives here once.
 
 from __future__ import annotations
 
+import logging
 import queue
+import random
 import threading
+import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,6 +23,7 @@ from bridge.store import migrations
 from bridge.store.base import (
     Cursor,
     InboundMessage,
+    StepFilter,
     StepRow,
     Store,
     StoreError,
@@ -48,9 +52,14 @@ _STEP_COLUMNS = (
     "names_norm",
 )
 _FETCH_BATCH = 200
+# Attempts at a batch that keeps losing races with other instances' writers; the
+# last one hands the losing job its error (an ingest then answers AR 207).
+CONFLICT_ATTEMPTS = 5
 _STATION_DAY_COLUMNS = frozenset({Column.SPS_START_DATE, Column.SPS_START_TIME})
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 def _now() -> str:
@@ -68,6 +77,7 @@ class SqlStore(Store):
         self._writer: Any = None
         self._readers: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
+        self.conflict_retries = 0  # batches run again after losing a race (write())
 
     # --- connections (backend-specific) ---
 
@@ -120,49 +130,82 @@ class SqlStore(Store):
         conn.commit()
         return int(row[0] or 0)
 
+    @contextmanager
+    def _migration_lock(self, conn: Any) -> Iterator[None]:
+        """Held while the schema is read and migrated: with several instances on one
+        database one migrates and the others wait, then find nothing left to do."""
+        yield
+
     def migrate(self) -> int:
         with self._write_lock:
             conn = self._writer_conn()
-            current = self._read_version(conn)
-            latest = migrations.latest_version()
-            if current > latest:
-                raise StoreError(f"the database schema is version {current}, newer than this "
-                                 f"program knows ({latest}); upgrade mwl-bridge")
-            for version in range(current + 1, latest + 1):
-                cur = conn.cursor()
-                try:
-                    for stmt in migrations.statements(version, self.dialect):
-                        cur.execute(stmt)
-                    cur.execute(f"INSERT INTO schema_version (version) VALUES ({self.param})",
-                                (version,))
-                    conn.commit()
-                except Exception:
-                    conn.rollback()
-                    raise
-            return latest
+            with self._migration_lock(conn):
+                current = self._read_version(conn)
+                latest = migrations.latest_version()
+                if current > latest:
+                    raise StoreError(f"the database schema is version {current}, newer than "
+                                     f"this program knows ({latest}); upgrade mwl-bridge")
+                for version in range(current + 1, latest + 1):
+                    cur = conn.cursor()
+                    try:
+                        for stmt in migrations.statements(version, self.dialect):
+                            cur.execute(stmt)
+                        cur.execute(f"INSERT INTO schema_version (version) VALUES "
+                                    f"({self.param})", (version,))
+                        conn.commit()
+                    except Exception:
+                        conn.rollback()
+                        raise
+                return latest
 
     # --- writes ---
 
+    def _is_conflict(self, exc: BaseException) -> bool:
+        """True for an error that only says another writer (another instance on the
+        same database) got there first: a unique key it just committed, a deadlock,
+        a serialization failure. Running the batch again then sees its rows."""
+        return False
+
     def write(self, jobs: Sequence[Callable[[StoreTx], T]]) -> list[T | Exception]:
         with self._write_lock:
-            conn = self._writer_conn()
-            tx = _SqlTx(conn.cursor(), self.param)
-            results: list[T | Exception] = []
-            try:
-                self._begin(tx.cur)
-                for i, job in enumerate(jobs):
-                    tx.cur.execute(f"SAVEPOINT job{i}")
-                    try:
-                        results.append(job(tx))
-                    except Exception as exc:  # noqa: BLE001 - handed back to the job's caller
-                        tx.cur.execute(f"ROLLBACK TO SAVEPOINT job{i}")
-                        results.append(exc)
-                    tx.cur.execute(f"RELEASE SAVEPOINT job{i}")
-                conn.commit()
-            except Exception as exc:
-                self._discard_writer()
-                raise StoreError(f"commit failed: {exc}") from exc
-            return results
+            for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+                last = attempt == CONFLICT_ATTEMPTS
+                conn = self._writer_conn()
+                tx = _SqlTx(conn.cursor(), self.param, self.dialect.name)
+                results: list[T | Exception] = []
+                try:
+                    self._begin(tx.cur)
+                    for i, job in enumerate(jobs):
+                        tx.cur.execute(f"SAVEPOINT job{i}")
+                        try:
+                            results.append(job(tx))
+                        except Exception as exc:  # handed back to the job's caller
+                            if not last and self._is_conflict(exc):
+                                raise _Conflict() from exc
+                            tx.cur.execute(f"ROLLBACK TO SAVEPOINT job{i}")
+                            results.append(exc)
+                        tx.cur.execute(f"RELEASE SAVEPOINT job{i}")
+                    conn.commit()
+                except Exception as exc:
+                    cause = exc.__cause__ if isinstance(exc, _Conflict) else exc
+                    if not last and cause is not None and self._is_conflict(cause):
+                        # The whole batch again, from a fresh transaction: rolling back only
+                        # the job would keep this batch's other locks, which the other
+                        # instance may be waiting for (a deadlock would just repeat).
+                        self.conflict_retries += 1
+                        log.info("store write lost a race with another writer (%s); running "
+                                 "the batch of %d job(s) again", type(cause).__name__,
+                                 len(jobs))
+                        try:
+                            conn.rollback()
+                        except Exception:  # noqa: BLE001 - a new connection next attempt
+                            self._discard_writer()
+                        time.sleep(random.uniform(0.0, 0.005 * attempt))
+                        continue
+                    self._discard_writer()
+                    raise StoreError(f"commit failed: {cause or exc}") from exc
+                return results
+            raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _discard_writer(self) -> None:
         try:
@@ -269,6 +312,52 @@ class SqlStore(Store):
             return [StepRow(id=r[0], item=loads_item(r[1]), sps_status=r[2],
                             created_at=r[3], updated_at=r[4]) for r in cur.fetchall()]
 
+    def _filter_sql(self, where: StepFilter) -> tuple[str, list[str]]:
+        p = self.param
+        clauses: list[str] = []
+        params: list[str] = []
+        for column, value in (("modality", where.modality), ("sps_start_date", where.date),
+                              ("sps_status", where.status), ("patient_id", where.patient_id),
+                              ("accession_number", where.accession)):
+            if value:
+                clauses.append(f"{column} = {p}")
+                params.append(value)
+        days: list[str] = []  # the date range, as one range of the day indexes
+        for op, value in ((">=", where.date_from), ("<=", where.date_to)):
+            if value:
+                days.append(f"sps_start_date {op} {p}")
+                params.append(value)
+        if days:
+            clauses.append(" AND ".join([*days, "sps_start_date <> ''"]))
+        if where.station:  # every station of a step, not only the first (VM 1-n)
+            # The station table holds the day too: station + range is one index range.
+            clauses.append("id IN (SELECT step_id FROM procedure_step_station WHERE "
+                           + " AND ".join([f"aet = {p}", *days]) + ")")
+            params.append(where.station)
+            params.extend(v for v in (where.date_from, where.date_to) if v)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def iter_steps(self, where: StepFilter, *, limit: int, offset: int = 0
+                   ) -> Iterator[StepRow]:
+        sql, params = self._filter_sql(where)
+        with self._reader() as conn:
+            cur = conn.cursor()
+            cur.execute("SELECT id, item, sps_status, created_at, updated_at FROM procedure_step"
+                        f"{sql} ORDER BY sps_start, id LIMIT {int(limit)} OFFSET {int(offset)}",
+                        params)
+            while rows := cur.fetchmany(_FETCH_BATCH):
+                for r in rows:
+                    yield StepRow(id=r[0], item=loads_item(r[1]), sps_status=r[2],
+                                  created_at=r[3], updated_at=r[4])
+
+    def count_matching(self, where: StepFilter) -> int:
+        sql, params = self._filter_sql(where)
+        with self._reader() as conn:
+            cur = conn.cursor()
+            cur.execute(f"SELECT COUNT(*) FROM procedure_step{sql}", params)
+            row = cur.fetchone()
+            return int(row[0]) if row is not None else 0
+
     def count_steps(self) -> int:
         with self._reader() as conn:
             cur = conn.cursor()
@@ -287,12 +376,17 @@ class SqlStore(Store):
                 break
 
 
+class _Conflict(Exception):
+    """A job lost a race with another writer: the batch runs again (SqlStore.write)."""
+
+
 class _SqlTx:
     """The StoreTx handed to write jobs; valid only inside ``SqlStore.write``."""
 
-    def __init__(self, cur: Cursor, param: str) -> None:
+    def __init__(self, cur: Cursor, param: str, dialect: str) -> None:
         self.cur = cur
         self.param = param
+        self.dialect = dialect
 
     def record_message(self, message: InboundMessage, *, content_hash: str = "",
                        flags: str = "", outcome: str = "", replay_of: int | None = None) -> int:

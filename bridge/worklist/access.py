@@ -1,9 +1,17 @@
 """Who may associate, and how each calling AE is served.
 
+``AccessPolicy.refuse_address`` runs first, when the server accepts a TCP
+connection and before any byte of it is read: an address that no setting lets
+in (``dicom.allowed_hosts``; with ``dicom.require_known_ae``, the ``hosts`` of
+the known AEs) is closed there, so a stranger cannot make the SCP read its
+A-ASSOCIATE-RQ at all.
+
 ``AccessPolicy.check`` runs on every A-ASSOCIATE-RQ (pynetdicom's
 EVT_REQUESTED, in the association's thread) before pynetdicom's own
 negotiation; it returns the A-ASSOCIATE-RJ to send, or None to go on.
 pynetdicom then applies the total limit (``dicom.max_associations``) itself.
+An A-ASSOCIATE-RQ whose AE titles are not valid AE titles never gets here:
+guard.py rejects it before pynetdicom decodes it.
 
 Rejections (PS3.8 9.3.4; result, source, reason):
 
@@ -11,6 +19,7 @@ Rejections (PS3.8 9.3.4; result, source, reason):
 situation                          A-ASSOCIATE-RJ                  setting
 =================================  ==============================  ===========================
 peer address not allowed           1 permanent, 1 user, 1 none     dicom.allowed_hosts
+                                   (closed at accept already; kept here as a second wall)
 calling AE title unknown           1 permanent, 1 user, 3 calling  dicom.require_known_ae
 known AE from another address      1 permanent, 1 user, 3 calling  dicom.known_aes.<AE>.hosts
 called AE title is not ours        1 permanent, 1 user, 7 called   dicom.require_called_ae
@@ -31,6 +40,7 @@ import threading
 from dataclasses import dataclass
 
 from bridge.addresses import address_in, networks
+from bridge.logsafe import shown
 from bridge.worklist.settings import DicomPeer, DicomSettings
 
 LOGGER = logging.getLogger(__name__)
@@ -68,6 +78,7 @@ class PeerProfile:
     modalities: tuple[str, ...] = ()
     worklist_labels: tuple[str, ...] = ()
     max_associations: int = 0  # 0: no per-AE limit
+    max_answers: int | None = None  # None: worklist.max_answers; 0: no cap
 
 
 class AccessPolicy:
@@ -95,7 +106,8 @@ class AccessPolicy:
             station_from_calling_ae=peer.station_from_calling_ae,
             stations=tuple(peer.stations), modalities=tuple(peer.modalities),
             worklist_labels=tuple(peer.worklist_labels),
-            max_associations=peer.max_associations or d.max_associations_per_ae)
+            max_associations=peer.max_associations or d.max_associations_per_ae,
+            max_answers=peer.max_answers)
 
     def profile(self, calling_ae: str) -> PeerProfile:
         found = self._profiles.get(calling_ae.strip())
@@ -105,6 +117,24 @@ class AccessPolicy:
     def character_sets(self) -> set[str]:
         """Every answer character set in use (validated at start-up)."""
         return {self._dicom.character_set, *(p.character_set for p in self._profiles.values())}
+
+    def refuse_address(self, address: str) -> str | None:
+        """Why a TCP connection from ``address`` is closed at accept, or None to read it.
+
+        Only what no A-ASSOCIATE-RQ could change: the allow-list, and with
+        ``require_known_ae`` the known AEs' hosts when every known AE has a
+        list (a known AE without one may come from any allowed address).
+        """
+        if self._allowed and not address_in(address, self._allowed):
+            return f"address {address} is not in dicom.allowed_hosts"
+        if self._dicom.require_known_ae:
+            if not self._profiles:
+                return "dicom.require_known_ae is on and dicom.known_aes is empty"
+            lists = [self._peer_hosts.get(ae, ()) for ae in self._profiles]
+            if all(lists) and not any(address_in(address, hosts) for hosts in lists):
+                return (f"address {address} is not in the hosts of any AE of "
+                        f"dicom.known_aes (dicom.require_known_ae)")
+        return None
 
     def check(self, calling_ae: str, called_ae: str, address: str,
               active_of_same_ae: int) -> Rejection | None:
@@ -122,19 +152,19 @@ class AccessPolicy:
         known = calling in self._profiles
         if d.require_known_ae and not known:
             return Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_CALLING_AE,
-                             f"calling AE {calling!r} is not in dicom.known_aes")
+                             f"calling AE '{shown(calling)}' is not in dicom.known_aes")
         hosts = self._peer_hosts.get(calling, ())
         if hosts and not address_in(address, hosts):
             return Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_CALLING_AE,
-                             f"calling AE {calling!r} is not allowed from {address}")
+                             f"calling AE '{shown(calling)}' is not allowed from {address}")
         if d.require_called_ae and called != d.ae_title:
             return Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_CALLED_AE,
-                             f"called AE {called!r} is not {d.ae_title!r}")
+                             f"called AE '{shown(called)}' is not '{d.ae_title}'")
         limit = self.profile(calling).max_associations
         if limit and active_of_same_ae >= limit:
             return Rejection(REJECTED_TRANSIENT, SOURCE_PROVIDER_PRESENTATION,
                              REASON_LOCAL_LIMIT,
-                             f"calling AE {calling!r} already has {active_of_same_ae} "
+                             f"calling AE '{shown(calling)}' already has {active_of_same_ae} "
                              f"association(s), its limit")
         return None
 

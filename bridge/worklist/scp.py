@@ -6,6 +6,11 @@ directly; nothing here touches an asyncio loop. With TLS the handshake runs
 in the association's thread too (``NoDelayAssociationServer``), so a peer
 that connects and stays silent can't stall the accepting thread.
 
+Before pynetdicom reads anything: an address no setting lets in is closed at
+accept (``AccessPolicy.refuse_address``), and every accepted socket reads
+through guard.py, which bounds each PDU by its header before its body is
+read, and rejects an A-ASSOCIATE-RQ with malformed AE titles.
+
 Admission (``EVT_REQUESTED``, before pynetdicom's own negotiation) follows
 ``AccessPolicy`` (access.py); each C-FIND is then served with the calling
 AE's ``PeerProfile``: its answer character set and unencodable policy, its
@@ -23,7 +28,10 @@ C-FIND statuses sent:
   answers the handler lets pynetdicom send and read first (``_catch_up``), so
   a cancel takes effect within that many answers and memory stays bounded;
 - 0xA900 for an identifier of another information model, 0xC000 for a
-  malformed identifier, 0xC001 when the store fails (the association stays up),
+  malformed identifier (a bad value, or bytes that are not a well-formed data
+  set: checked by bridge.dicomwire before pydicom reads them, since pydicom
+  reads a truncated or garbled data set as a shorter one without a word),
+  0xC001 when the store fails (the association stays up),
   0xC002 when a stored item cannot be shaped into an answer; each with an
   Error Comment that names attributes, never values.
 """
@@ -37,11 +45,12 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol, cast
+from io import BytesIO
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from pydicom import Dataset
 from pydicom.charset import convert_encodings
-from pydicom.tag import BaseTag
+from pydicom.tag import BaseTag, Tag
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND
@@ -55,11 +64,14 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from bridge.dicomwire import MalformedDataSet, check_data_set
+from bridge.logsafe import shown
 from bridge.store.base import Store, StoreError
 from bridge.tls import peer_subject, server_context
 from bridge.worklist.access import AccessPolicy, PeerProfile
 from bridge.worklist.answer import python_codecs, shape_answer
 from bridge.worklist.charset import undeclared_character_set
+from bridge.worklist.guard import GuardedSocket, GuardedSSLSocket, PduLimits, peer_text
 from bridge.worklist.query import (
     UNABLE_TO_PROCESS,
     PlannedQuery,
@@ -68,6 +80,9 @@ from bridge.worklist.query import (
     build_query,
 )
 from bridge.worklist.settings import DicomSettings, WorklistSettings
+
+if TYPE_CHECKING:
+    from bridge.telemetry import Metrics
 
 LOGGER = logging.getLogger(__name__)
 
@@ -98,22 +113,48 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
     """
 
     handshake_timeout_s: float = 10.0
+    # Set by WorklistSCP.start before serving: who is closed at accept, and what
+    # each connection may make the SCP read (guard.py).
+    access: AccessPolicy | None = None
+    limits: PduLimits = PduLimits()
+    read_timeout_s: float | None = 60.0
+    metrics: Metrics | None = None  # counts the connections closed at accept
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
         client, address = self.socket.accept()
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.ssl_context is not None:
+        if self.ssl_context is None:
+            client = GuardedSocket.adopt(client, self.limits, peer_text(address),
+                                         self.read_timeout_s or 0.0)
+        else:
+            # The context makes a GuardedSSLSocket (WorklistSCP sets its sslsocket_class).
             client = self.ssl_context.wrap_socket(
                 client, server_side=True, do_handshake_on_connect=False)
+            if isinstance(client, GuardedSSLSocket):
+                client.guard(self.limits, peer_text(address), self.read_timeout_s or 0.0)
         return client, address
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Close a connection from an address no setting lets in, before reading a byte."""
+        if self.access is None:
+            return True
+        host = client_address[0] if isinstance(client_address, tuple) else str(client_address)
+        why = self.access.refuse_address(str(host))
+        if why is None:
+            return True
+        LOGGER.warning("DICOM connection from %s closed at accept: %s",
+                       _address(client_address), why)
+        if self.metrics is not None:
+            self.metrics.association_rejected("address_not_allowed")
+        return False
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         if isinstance(request, ssl.SSLSocket):
             try:
                 request.settimeout(self.handshake_timeout_s)
                 request.do_handshake()
-                request.settimeout(None)
+                request.settimeout(self.read_timeout_s)
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 LOGGER.warning("TLS handshake with %s failed: %s", _address(client_address),
                                _tls_reason(exc))
@@ -150,12 +191,17 @@ class WorklistSCP:
     """
 
     def __init__(self, store: Store, dicom: DicomSettings, worklist: WorklistSettings,
-                 services: Sequence[DicomService] = ()) -> None:
+                 services: Sequence[DicomService] = (),
+                 metrics: Metrics | None = None) -> None:
         self._access = AccessPolicy(dicom)
+        self._metrics = metrics  # associations, rejections, C-FIND count/latency/answers
         for character_set in self._access.character_sets:
             python_codecs(character_set)  # an unknown set fails here, not per query
         # TlsConfigError (a ValueError) here names the bad setting or file.
         self._ssl_context = server_context(dicom.tls, "dicom.tls")
+        if self._ssl_context is not None:
+            # Its sockets read through guard.py, like the plain ones.
+            self._ssl_context.sslsocket_class = GuardedSSLSocket
         self._store = store
         self._dicom = dicom
         self._worklist = worklist
@@ -187,14 +233,25 @@ class WorklistSCP:
         _tune_pynetdicom_logging()
         server = self._ae.make_server(
             (self._dicom.host, self._dicom.port),
-            evt_handlers=[(evt.EVT_REQUESTED, self._on_requested),
-                          (evt.EVT_C_ECHO, self._on_echo), (evt.EVT_C_FIND, self._on_find),
+            evt_handlers=[(evt.EVT_CONN_OPEN, _on_connection),
+                          (evt.EVT_REQUESTED, self._on_requested),
+                          (evt.EVT_C_ECHO, self._on_echo),
+                          (evt.EVT_C_FIND, self._on_find if self._metrics is None
+                           else self._counted_find),
+                          *([] if self._metrics is None
+                            else [(evt.EVT_ACCEPTED, self._on_accepted)]),
                           *self._extra_handlers],
             server_class=NoDelayAssociationServer,
             ssl_context=self._ssl_context,
         )
         assert isinstance(server, NoDelayAssociationServer)
         server.handshake_timeout_s = self._dicom.tls.handshake_timeout_s
+        server.access = self._access
+        server.limits = PduLimits.of(
+            max_associate_rq_bytes=self._dicom.max_associate_rq_bytes,
+            max_message_bytes=self._dicom.max_message_bytes, max_pdu=self._dicom.max_pdu)
+        server.read_timeout_s = self._dicom.network_timeout_s
+        server.metrics = self._metrics
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, name=f"worklist-scp:{self.port}", daemon=True)
@@ -208,6 +265,12 @@ class WorklistSCP:
         if self._server is None:
             raise RuntimeError("the worklist SCP is not started")
         return int(self._server.server_address[1])
+
+    @property
+    def open_associations(self) -> int:
+        """Associations open now (0 when not started)."""
+        server = self._server
+        return 0 if server is None else len(server.active_associations)
 
     def stop(self) -> None:
         """Stop accepting, abort open associations and join every thread."""
@@ -245,8 +308,12 @@ class WorklistSCP:
         if rejection is None:
             return
         LOGGER.warning("association %s -> %s from %s rejected (result %d, source %d, "
-                       "reason %d): %s", calling, called, address, rejection.result,
-                       rejection.source, rejection.reason, rejection.why)
+                       "reason %d): %s", shown(calling), shown(called), address,
+                       rejection.result, rejection.source, rejection.reason, rejection.why,
+                       extra={"calling_ae": shown(calling), "called_ae": shown(called),
+                              "peer": address})
+        if self._metrics is not None:
+            self._metrics.association_rejected_rj(rejection.source, rejection.reason)
         assoc.acse.send_reject(rejection.result, rejection.source, rejection.reason)
         evt.trigger(assoc, evt.EVT_REJECTED, {})
         assoc.kill()
@@ -254,41 +321,80 @@ class WorklistSCP:
     def _on_echo(self, event: evt.Event) -> int:
         return SUCCESS
 
+    def _on_accepted(self, event: evt.Event) -> None:
+        if self._metrics is not None:
+            self._metrics.association(_calling(event.assoc))
+
+    def _counted_find(self, event: evt.Event) -> Iterator[_Response]:
+        """``_on_find``, timed and counted (the handler when there are metrics)."""
+        started = time.perf_counter()
+        answers, final, completed = 0, SUCCESS, False
+        try:
+            for status, answer in self._on_find(event):
+                if answer is not None:
+                    answers += 1
+                else:
+                    final = status if isinstance(status, int) else int(status.Status)
+                yield status, answer
+            completed = True
+        finally:
+            if self._metrics is not None:
+                outcome = ("aborted" if not completed else "success" if final == SUCCESS
+                           else "cancelled" if final == CANCELLED
+                           else "failed" if final in (STORE_FAILED, ANSWER_FAILED)
+                           else "refused")
+                self._metrics.cfind(str(event.assoc.requestor.ae_title), outcome,
+                                    time.perf_counter() - started, answers)
+
     def _on_find(self, event: evt.Event) -> Iterator[_Response]:
         profile = self._access.profile(str(event.assoc.requestor.ae_title))
         try:
             identifier = self._identifier(event, profile)
             plan = build_query(identifier, self._worklist, _scope(profile))
         except QueryError as exc:
-            LOGGER.warning("C-FIND refused (0x%04X): %s", exc.status, exc.comment)
+            # The comment names attributes and byte offsets, never values.
+            LOGGER.warning("C-FIND from %s refused (0x%04X): %s", shown(profile.ae_title),
+                           exc.status, exc.comment)
             yield _failure(exc.status, exc.comment, exc.tag), None
             return
         except Exception:  # noqa: BLE001 - undecodable bytes from the peer
-            LOGGER.warning("C-FIND refused: the identifier cannot be decoded")
+            LOGGER.warning("C-FIND from %s refused: the identifier cannot be decoded",
+                           shown(profile.ae_title))
             yield _failure(UNABLE_TO_PROCESS, "the identifier cannot be decoded"), None
             return
         yield from self._answers(event, identifier, plan, profile)
 
     def _identifier(self, event: evt.Event, profile: PeerProfile) -> Dataset:
-        """The identifier, decoded in UTF-8 (or the AE's set) when it declares no set
-        but holds non-ASCII text (see charset.py)."""
-        identifier = event.identifier
+        """The identifier, checked to be a well-formed data set (QueryError 0xC000 if
+        not), decoded in UTF-8 (or the AE's set) when it declares no set but holds
+        non-ASCII text (see charset.py)."""
+        syntax = event.context.transfer_syntax
+        # pynetdicom types Event.request as any DIMSE request; EVT_C_FIND's is a C-FIND.
+        encoded = cast(C_FIND, event.request).Identifier
+        if encoded is None:
+            raise QueryError(UNABLE_TO_PROCESS, "the C-FIND request has no identifier")
+        try:
+            # Inflated here with a bound (pynetdicom's own inflating has none).
+            plain = check_data_set(encoded.getvalue(), implicit_vr=syntax.is_implicit_VR,
+                                   little_endian=syntax.is_little_endian,
+                                   deflated=syntax.is_deflated,
+                                   limit=self._dicom.max_message_bytes)
+        except MalformedDataSet as exc:
+            raise QueryError(UNABLE_TO_PROCESS, f"malformed identifier: {exc}",
+                             None if exc.tag is None else Tag(exc.tag)) from None
+        implicit_vr = syntax.is_implicit_VR and not syntax.is_deflated
+        little_endian = syntax.is_little_endian or syntax.is_deflated
+        identifier = decode(BytesIO(plain), implicit_vr, little_endian, False)
         chosen = undeclared_character_set(identifier, profile.character_set)
         if chosen is None:
             return identifier
         LOGGER.info("C-FIND from %s has non-ASCII text but no Specific Character Set; "
-                    "read as %s", profile.ae_title, chosen)
-        syntax = event.context.transfer_syntax
-        # pynetdicom types Event.request as any DIMSE request; EVT_C_FIND's is a C-FIND.
-        encoded = cast(C_FIND, event.request).Identifier
-        if encoded is None:  # never: event.identifier was decoded from it
-            raise ValueError("the C-FIND request has no identifier")
-        fresh = decode(encoded, syntax.is_implicit_VR, syntax.is_little_endian,
-                       syntax.is_deflated)
+                    "read as %s", shown(profile.ae_title), chosen)
+        fresh = decode(BytesIO(plain), implicit_vr, little_endian, False)
         # Before any text element is read: pydicom decodes raw values lazily,
         # with the encoding recorded when the dataset was read.
         fresh.SpecificCharacterSet = chosen
-        fresh.set_original_encoding(syntax.is_implicit_VR, syntax.is_little_endian,
+        fresh.set_original_encoding(implicit_vr, little_endian,
                                     convert_encodings(chosen.split("\\")))
         return fresh
 
@@ -330,8 +436,11 @@ class WorklistSCP:
             if not accepted:
                 continue
             if plan.max_answers and sent >= plan.max_answers:
-                LOGGER.warning("C-FIND answer cut at worklist.max_answers = %d",
-                               plan.max_answers)
+                # The count and the setting only: the query's keys may be patient data.
+                LOGGER.warning("C-FIND from %s: answer cut after %d item(s) (%s)",
+                               shown(profile.ae_title), plan.max_answers,
+                               "dicom.known_aes.<AE>.max_answers"
+                               if profile.max_answers is not None else "worklist.max_answers")
                 return
             if sent and sent % FLOW_WINDOW == 0:
                 _catch_up(event.assoc, self._dicom.dimse_timeout_s)
@@ -362,13 +471,52 @@ def _tune_pynetdicom_logging() -> None:
     _config.LOG_REQUEST_IDENTIFIERS = log.isEnabledFor(logging.INFO)
     _config.LOG_RESPONSE_IDENTIFIERS = log.isEnabledFor(logging.DEBUG)
     _config.LOG_HANDLER_LEVEL = "standard" if log.isEnabledFor(logging.DEBUG) else "none"
+    # A logger's filters do not apply to its children's records, so each module's
+    # logger gets the filter (pynetdicom's modules are all imported by now).
+    names = ["pynetdicom", *(name for name in list(logging.root.manager.loggerDict)
+                             if name.startswith("pynetdicom."))]
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, PeerTextFilter) for f in logger.filters):
+            logger.addFilter(_PEER_TEXT_FILTER)
+
+
+class PeerTextFilter(logging.Filter):
+    """Makes pynetdicom's log records safe for what they quote from peers.
+
+    pynetdicom puts peer-supplied text in its messages and exception texts (an
+    AE title with a line feed, an undecodable PDU), so a peer could forge log
+    lines. Each record becomes one line, control characters escaped
+    (``bridge.logsafe.shown``), WARNING and above cut to 1024 characters; a
+    traceback is reduced to the exception's type unless pynetdicom's logger is at
+    DEBUG (an operator debugging asks for it).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a record whose arguments don't fit its format
+            message = str(record.msg)
+        if record.exc_info and not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+            error = record.exc_info[1]
+            if error is not None:
+                message = f"{message} ({type(error).__name__})"
+            record.exc_info = None
+            record.exc_text = None
+        record.msg = shown(message, 1024 if record.levelno >= logging.WARNING else 1 << 20)
+        record.args = None
+        return True
+
+
+_PEER_TEXT_FILTER = PeerTextFilter()
 
 
 def _scope(profile: PeerProfile) -> QueryScope:
     return QueryScope(calling_ae=profile.ae_title,
                       station_from_calling_ae=profile.station_from_calling_ae,
                       stations=profile.stations, modalities=profile.modalities,
-                      worklist_labels=profile.worklist_labels)
+                      worklist_labels=profile.worklist_labels,
+                      max_answers=profile.max_answers)
 
 
 def _live(assoc: Association) -> bool:
@@ -391,6 +539,23 @@ def _tls_reason(exc: BaseException) -> str:
     # OpenSSL's reason ("WRONG_VERSION_NUMBER", "CERTIFICATE_VERIFY_FAILED"), not the text.
     reason = getattr(exc, "reason", None)
     return str(reason) if reason else type(exc).__name__
+
+
+def _on_connection(event: evt.Event) -> None:
+    """Let a guarded connection that ends before its A-ASSOCIATE-RQ end the association.
+
+    pynetdicom's acceptor waits ``acse_timeout`` for the A-ASSOCIATE-RQ even when
+    the connection is gone (PS3.8 Sta2 + Evt17 tells its user nothing), so a
+    refused or vanished peer would hold one of ``dicom.max_associations`` for
+    30 s. An empty item on its queue is what its own wait returns on timeout.
+    Uses the DUL's ``to_user_queue`` (pynetdicom 3.0); nothing happens if it moves.
+    """
+    dul = event.assoc.dul
+    holder = dul.socket
+    sock = holder.socket if holder is not None else None
+    queue = getattr(dul, "to_user_queue", None)
+    if isinstance(sock, (GuardedSocket, GuardedSSLSocket)) and queue is not None:
+        sock.on_end_before_request = lambda: queue.put(None)
 
 
 def _catch_up(assoc: Association, timeout: float) -> None:

@@ -25,6 +25,8 @@ class DicomPeer(Section):
     modalities: list[str] = Field(default_factory=list)
     worklist_labels: list[str] = Field(default_factory=list)  # (0074,1202)
     max_associations: int | None = Field(default=None, ge=1)
+    # Answers per C-FIND for this AE; default worklist.max_answers, 0 = no cap.
+    max_answers: int | None = Field(default=None, ge=0)
 
     _check_hosts = field_validator("hosts")(classmethod(lambda cls, v: networks(v)))
     _check_cs = field_validator("character_set")(
@@ -40,6 +42,13 @@ class DicomSettings(Section):
     # Answers are encoded in this Specific Character Set (0008,0005).
     character_set: str = "ISO_IR 192"
     max_pdu: int = Field(default=0, ge=0, description="0 means unlimited")
+    # What a peer may make the SCP read (bridge/worklist/guard.py), checked on the
+    # PDU header before the body is read; more ends the connection with an A-ABORT.
+    # The A-ASSOCIATE-RQ (any PDU but P-DATA-TF), before the peer is identified:
+    max_associate_rq_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # One DIMSE command set or data set (a C-FIND identifier, an MPPS attribute
+    # list), over all its P-DATA fragments; also one P-DATA-TF while max_pdu is 0.
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=16 * 1024)
     acse_timeout_s: float = Field(default=30.0, gt=0)
     dimse_timeout_s: float = Field(default=30.0, gt=0)
     network_timeout_s: float = Field(default=60.0, gt=0)
@@ -68,8 +77,10 @@ class WorklistSettings(Section):
     # Statuses never returned by C-FIND (kept in the store).
     hidden_statuses: list[str] = Field(
         default_factory=lambda: ["COMPLETED", "DISCONTINUED", "CANCELED", "HELD"])
-    # 0 = no cap. A cap stops broad queries from flooding a console.
-    max_answers: int = Field(default=0, ge=0)
+    # Answers per C-FIND (0 = no cap; per AE: dicom.known_aes.<AE>.max_answers). A cap
+    # stops a broad query from flooding a console and from holding an association
+    # thread and the store for minutes; the cut is logged and the answer ends in success.
+    max_answers: int = Field(default=1000, ge=0)
     # Patient's Name: "insensitive" ignores case and accents (what consoles expect),
     # "exact" compares as stored (DCMTK's behaviour).
     patient_name_matching: Literal["insensitive", "exact"] = "insensitive"

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from pydicom import Dataset, dcmread
 
+from tests.findstatus import SUCCESS, check_status
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "fixtures" / "hl7"
 DCMTK = Path("/usr/bin")
@@ -46,10 +48,16 @@ class RunningDaemon:
     def send(self, *files: Path) -> subprocess.CompletedProcess[str]:
         return self.cli("send", "--port", str(self.mllp_port), *map(str, files))
 
-    def findscu(self, tmp: Path, *keys: str, extra: tuple[str, ...] = ()) -> list[Dataset]:
+    def findscu(self, tmp: Path, *keys: str, extra: tuple[str, ...] = (),
+                status: str = SUCCESS) -> list[Dataset]:
+        """The answers of one ``findscu -W``; fails unless its final status is ``status``.
+
+        findscu exits 0 even when the query failed, so an empty answer is told apart from
+        a failure only by the final status it prints with ``-v``.
+        """
         out = tmp / f"rsp-{time.monotonic_ns()}"
         out.mkdir()
-        args = [str(DCMTK / "findscu"), "-W", "-X", "-od", str(out), "-aec", self.ae_title,
+        args = [str(DCMTK / "findscu"), "-v", "-W", "-X", "-od", str(out), "-aec", self.ae_title,
                 *extra]
         # findscu lets a later -k override an earlier one: a bare return key
         # must not wipe out a matching value given for the same attribute.
@@ -61,8 +69,11 @@ class RunningDaemon:
         for path, value in merged.items():
             args += ["-k", path if value is None else f"{path}={value}"]
         args += ["127.0.0.1", str(self.dicom_port)]
-        res = subprocess.run(args, capture_output=True, text=True, timeout=60, env=dcmtk_env())
-        assert res.returncode == 0, res.stderr
+        # Bytes: -v echoes the query, whose values need not be UTF-8.
+        res = subprocess.run(args, capture_output=True, timeout=60, env=dcmtk_env())
+        log = (res.stdout + res.stderr).decode("utf-8", "replace")
+        assert res.returncode == 0, log
+        check_status(log, status)
         return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
 
     def echoscu(self) -> int:

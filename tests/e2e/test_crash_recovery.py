@@ -208,7 +208,8 @@ def test_sigkill_during_traffic_loses_nothing_and_applies_nothing_twice(tmp_path
     rng = random.Random(SEED)
     workload = build_workload(rng)
     assert sum(len(m) for m in workload.messages) == TOTAL
-    config = write_config(tmp_path)
+    # The final check compares every stored item with what findscu sees: no answer cap.
+    config = write_config(tmp_path, "worklist:\n  max_answers: 0\n")
     data_dir = tmp_path / "data"
     began = time.monotonic()
     run = Run(daemon=start_daemon(config, data_dir), up=asyncio.Event())

@@ -9,6 +9,7 @@ import pytest
 
 from bridge.hl7.client import MllpClient, ack_code_of
 from bridge.tls import TlsSettings, client_context
+from tests.findstatus import check_status
 from tests.tlscerts import make_pki
 
 from .conftest import DCMTK, FIXTURES, dcmtk_env, start_daemon, stop_daemon, write_config
@@ -42,7 +43,7 @@ async def send_tls(port: int, payload: bytes, tls: TlsSettings) -> bytes:
 def findscu(d, out, *tls: str) -> subprocess.CompletedProcess[bytes]:
     out.mkdir()
     return subprocess.run(
-        [str(DCMTK / "findscu"), "-W", "-X", "-od", str(out), "-aec", d.ae_title, *tls,
+        [str(DCMTK / "findscu"), "-v", "-W", "-X", "-od", str(out), "-aec", d.ae_title, *tls,
          "-k", "AccessionNumber=ACC20261128001", "-k", "PatientName",
          "127.0.0.1", str(d.dicom_port)], capture_output=True, timeout=60, env=dcmtk_env())
 
@@ -57,6 +58,7 @@ def test_order_over_tls_is_found_over_tls(tls_daemon, tmp_path):
     done = findscu(d, tmp_path / "out", "+tls", str(pki.client.key), str(pki.client.cert),
                    "+cf", str(pki.ca))
     assert done.returncode == 0, done.stderr
+    check_status((done.stdout + done.stderr).decode("utf-8", "replace"))
     assert len(list((tmp_path / "out").glob("rsp*.dcm"))) == 1
 
 

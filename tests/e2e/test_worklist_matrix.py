@@ -19,6 +19,7 @@ from pydicom import Dataset, dcmread
 from pydicom.filewriter import dcmwrite
 
 from bridge.store.sqlite import SqliteStore
+from tests.findstatus import SUCCESS, check_status, final_status
 
 from .conftest import DCMTK, dcmtk_env, start_daemon, stop_daemon, write_config
 
@@ -100,7 +101,9 @@ def matrix_daemon(tmp_path_factory):
 
 
 def findscu(d, tmp: Path, keys: list[str], extra: tuple[str, ...] = (),
-            query: Path | None = None) -> tuple[list[Dataset], str]:
+            query: Path | None = None, status: str = SUCCESS) -> tuple[list[Dataset], str]:
+    """Answers and log of one findscu; fails unless the final status is ``status``
+    (findscu exits 0 even when the query failed)."""
     out = tmp / f"rsp-{time.monotonic_ns()}"
     out.mkdir()
     args = [str(DCMTK / "findscu"), "-v", "-W", "-X", "-od", str(out), "-aec", d.ae_title,
@@ -113,6 +116,7 @@ def findscu(d, tmp: Path, keys: list[str], extra: tuple[str, ...] = (),
     done = subprocess.run(args, capture_output=True, timeout=60, env=dcmtk_env())
     log = (done.stdout + done.stderr).decode("utf-8", "replace")
     assert done.returncode == 0, log
+    check_status(log, status)
     return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))], log
 
 
@@ -170,7 +174,17 @@ MATRIX = [
 def test_matrix(matrix_daemon, tmp_path, keys, expected):
     answers, log = findscu(matrix_daemon, tmp_path, [*RETURN, *keys])
     assert [str(a.AccessionNumber) for a in answers] == expected
-    assert "Final Find Response (Success)" in log or not expected
+    # Every row, the empty ones too: an empty answer is not a failed query.
+    assert final_status(log) == SUCCESS
+
+
+def test_a_refused_query_is_not_an_empty_answer(matrix_daemon, tmp_path):
+    answers, log = findscu(matrix_daemon, tmp_path,
+                           [*RETURN, SPS + "ScheduledProcedureStepStartDate=2026"],
+                           status="Failed: UnableToProcess")
+    assert answers == []
+    with pytest.raises(AssertionError, match=r"ended with 'Failed: UnableToProcess'"):
+        check_status(log)
 
 
 def test_query_in_iso_2022_ir_87(matrix_daemon, tmp_path):
@@ -196,7 +210,8 @@ def test_answer_cap_is_exact_and_ends_in_success(matrix_daemon, tmp_path):
 def test_cancel_stops_the_answers(matrix_daemon, tmp_path):
     answers, log = findscu(matrix_daemon, tmp_path,
                            [*RETURN, SPS + "ScheduledStationAETitle=BULK"],
-                           extra=("--cancel", "3"))
+                           extra=("--cancel", "3"),
+                           status="Cancel: MatchingTerminatedDueToCancelRequest")
     assert "Sending Cancel Request" in log
     assert "Final Find Response (Cancel: MatchingTerminatedDueToCancelRequest)" in log
     assert 3 <= len(answers) < CAP

@@ -111,7 +111,7 @@ def test_invalid_arguments():
         ErrorDetail(999, "", "x")
     with pytest.raises(ValueError, match="severity"):
         ErrorDetail(101, "", "x", severity="X")
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="999"):
         hl7_error_text(999)
 
 
@@ -123,7 +123,7 @@ def test_error_texts():
 
 def test_read_header_ignores_garbage_after_msh():
     message = ORM_231.replace("PID|1", "\x00\x01 not a segment at all") + "!!!\r"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="segment 2 has no valid segment id"):
         parse_message(message)
     header = read_header("\ufeff\r\n" + message)
     assert header is not None

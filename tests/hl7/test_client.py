@@ -67,7 +67,7 @@ async def test_send_and_receive(served):
         assert (ack_code_of(reply), acked_control_id_of(reply)) == ("AA", tag)
     await client.close()
     await client.close()  # idempotent
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ConnectionError, match="the MLLP connection is closed"):
         await client.send(message("C4"))
 
 
@@ -83,10 +83,10 @@ async def test_concurrent_sends_take_turns(served):
 async def test_timeout_closes_the_connection(served):
     server, _ = served
     client = await MllpClient.connect("127.0.0.1", server.port)
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError, match=r"no MLLP reply within 0\.1 s"):
         await client.send(message("HANG"), timeout=0.1)
     # A late ACK must never be taken for the next message's.
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ConnectionError, match="the MLLP connection is closed"):
         await client.send(message("C2"))
 
 
@@ -95,7 +95,7 @@ async def test_peer_closing_without_reply(served):
     client = await MllpClient.connect("127.0.0.1", server.port)
     with pytest.raises(ConnectionError, match="closed"):
         await client.send(message("CLOSE"))
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ConnectionError, match="the MLLP connection is closed"):
         await client.send(message("C2"))
 
 
@@ -109,7 +109,7 @@ async def test_oversize_reply(served):
 async def test_unframeable_payload_is_refused_before_sending(served):
     server, _ = served
     client = await MllpClient.connect("127.0.0.1", server.port)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"must not contain VT \(0x0B\) or FS \(0x1C\)"):
         await client.send(b"MSH|\x1c")
     assert ack_code_of(await client.send(message("C1"))) == "AA"
     await client.close()
@@ -133,7 +133,7 @@ async def test_extra_replies_are_dropped(caplog):
 
 
 async def test_connection_refused():
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ConnectionError, match="Connect call failed"):
         await MllpClient.connect("127.0.0.1", free_port())
 
 

@@ -143,9 +143,9 @@ def test_oversize_head_never_exceeds_the_limit():
 def test_encode_frame_and_its_guards():
     assert encode_frame(b"p") == b"\x0bp\x1c\x0d"
     for bad in (b"a\x0bb", b"a\x1cb"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"must not contain VT \(0x0B\) or FS \(0x1C\)"):
             encode_frame(bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_frame_bytes must be positive"):
         FrameDecoder(0)
 
 

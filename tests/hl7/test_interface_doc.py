@@ -24,7 +24,7 @@ from bridge.outbound.loader import load_profiles
 from bridge.outbound.sender import DEAD_CODES, DONE_CODES
 from bridge.outbound.settings import MESSAGE_TYPES as OUTBOUND_MESSAGE_TYPES
 from bridge.outbound.settings import OutboundDestination
-from bridge.steps.rules import ORC5_FOR_MPPS
+from bridge.steps.rules import ORC5_FOR_MPPS, ORC5_FOR_SPS
 from tests.doctables import markdown_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,6 +60,39 @@ def test_message_type_table_lists_every_shipped_mapping():
 def test_allow_list_refusals_use_the_documented_code():
     rows = table("| Refusal | MSA-1 | ERR-3 | ERR-2 | ERR-8 |")
     assert {(r[1], int(r[2])) for r in rows} == {("AR", UNKNOWN_KEY)}
+
+
+# --- section 6: limits -----------------------------------------------------------------
+
+
+def test_limits_table_is_the_settings_and_what_the_limits_answer():
+    """Each row's setting exists with the documented default; the rows are every
+    structural limit; and a message one over each mllp limit gets the row's answer."""
+    from bridge.hl7 import HL7LimitError, Limits
+    from bridge.hl7.settings import MllpSettings
+
+    rows = table("| Limit | Setting | Default | MSA-1 | ERR-3 | ERR-2 |")
+    sections = {"mllp": MllpSettings(), "orders": OrdersSettings()}
+    documented = {}
+    for _, setting, default, ack, code, _ in rows:
+        section, key = setting.strip("`").split(".")
+        assert getattr(sections[section], key) == int(default), setting
+        documented[key] = (ack, int(code))
+    assert documented["max_item_bytes"] == ("AE", order_errors.VALUE_TOO_LONG)
+    assert documented["max_items_per_message"] == ("AE", order_errors.SEGMENT_SEQUENCE_ERROR)
+    assert set(documented) == {"max_segments", "max_fields", "max_repetitions",
+                               "max_components", "max_items_per_message", "max_item_bytes"}
+    tight = Limits(segments=3, fields=70, repetitions=2, components=30)
+    over = {"max_segments": "MSH|^~\\&|A\rPID|1\rPV1|1\rORC|1\r",
+            "max_fields": "MSH|^~\\&|A\rZXX" + "|" * 71 + "\r",
+            "max_repetitions": "MSH|^~\\&|A\rPID|1||a~b~c\r",
+            "max_components": "MSH|^~\\&|A\rPID|1||" + "^" * 30 + "\r"}
+    for key, text in over.items():
+        with pytest.raises(HL7LimitError) as caught:
+            parse_message(text, tight)
+        # ingest answers every HL7LimitError with AE (bridge/orders/ingest.py)
+        assert ("AE", caught.value.code) == documented[key], key
+        assert f"(mllp.{key})" in str(caught.value)
 
 
 # --- section 2: messages the order side handles itself ---------------------------------
@@ -240,10 +273,13 @@ def test_outbound_event_table_is_the_status_rule():
     rows = table("| Event | ORC-5 | Sent when |")
     events = get_args(OutboundDestination.model_fields["events"].annotation.__args__[0])
     assert [r[0] for r in rows] == list(events)
-    assert {r[0]: r[1] for r in rows} == {v: v for v in ORC5_FOR_MPPS.values()}
+    assert {r[0]: r[1] for r in rows} == {v: v for v in ORC5_FOR_SPS.values()}
     for event, _, when in rows:
-        mpps_status = next(m for m, orc5 in ORC5_FOR_MPPS.items() if orc5 == event)
-        assert f"MPPS {'N-CREATE (IN PROGRESS)' if event == 'IP' else mpps_status}" in when
+        mpps_status = next((m for m, orc5 in ORC5_FOR_MPPS.items() if orc5 == event), None)
+        if mpps_status is None:  # only the operator's actions report the other statuses
+            assert "an operator" in when and "(console)" in when
+        else:
+            assert f"MPPS {'N-CREATE (IN PROGRESS)' if event == 'IP' else mpps_status}" in when
 
 
 def test_outbound_reply_table_is_the_sender_s():

@@ -199,7 +199,7 @@ async def test_close_answers_in_flight_frames_then_closes():
     await handler.entered.wait()
     closing = asyncio.create_task(server.close())
     assert await idle_reader.read() == b""  # idle connections go at once
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="Connect call failed"):
         await asyncio.open_connection("127.0.0.1", server.port)
     handler.release.set()
     await closing

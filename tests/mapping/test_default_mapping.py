@@ -253,14 +253,14 @@ def test_missing_accession_in_the_second_group(default_set: MappingSet) -> None:
 
 def test_not_hl7_is_refused_before_mapping() -> None:
     raw = (FIXTURES / "not-hl7.txt").read_bytes().decode("latin-1")
-    with pytest.raises(HL7ParseError):
+    with pytest.raises(HL7ParseError, match="message does not start with an MSH segment"):
         parse_message(raw)
 
 
 def test_fixtures_are_in_the_bytes_their_msh18_declares() -> None:
     latin1 = (FIXTURES / "orm-o01-latin1-mr.hl7").read_bytes()
     assert b"|8859/1\n" in latin1 and b"M\xfcller^J\xfcrgen" in latin1 and b"\r" not in latin1
-    with pytest.raises(UnicodeDecodeError):
+    with pytest.raises(UnicodeDecodeError, match="can't decode byte 0xfc"):
         latin1.decode("utf-8")
     greek = (FIXTURES / "orm-o01-utf8-greek-escapes.hl7").read_bytes()
     assert b"|UNICODE UTF-8\r\n" in greek and "Παπαδόπουλος".encode() in greek

@@ -243,9 +243,20 @@ def test_escaped_backslash_breaks_a_single_valued_vr(write_mapping) -> None:
 
 def test_no_group_by_makes_one_record(write_mapping) -> None:
     mappings = load_text(write_mapping, minimal().replace("group_by: ORC\n", ""))
-    result = mappings.map(er7(*ORDER, "ORC|NW|PLC2", "OBR|2||||||||||||||||||ACC2"))
+    result = mappings.map(er7(*ORDER))
     assert len(result.steps) == 1
     assert result.items[0].AccessionNumber == "ACC1"
+
+
+def test_no_group_by_rejects_a_second_order_instead_of_dropping_it(write_mapping) -> None:
+    mappings = load_text(write_mapping, minimal().replace("group_by: ORC\n", ""))
+    with pytest.raises(MappingError) as info:
+        mappings.map(er7(*ORDER, "ORC|NW|PLC2", "OBR|2||||||||||||||||||ACC2"))
+    assert (info.value.code, info.value.location, info.value.ack_code) == (100, "ORC^2", "AE")
+    assert info.value.text == (
+        "the message has 2 ORC segments; mapping test reads one ORC per worklist item "
+        "(one item per message), so the 2nd ORC of the message would be lost; send one ORC "
+        "per message")
 
 
 # -- Study Instance UID ------------------------------------------------------------
@@ -483,7 +494,9 @@ def test_a_value_the_message_left_empty_is_located_where_it_belongs(write_mappin
 
 
 def test_a_message_without_groups_is_one_step_in_the_whole_message(write_mapping) -> None:
-    mappings = load_text(write_mapping, minimal().replace("group_by: ORC\n", ""))
+    # take_first: the author says a second ORC is expected and only the first counts.
+    mappings = load_text(write_mapping, minimal().replace("group_by: ORC\n",
+                                                          "take_first: [ORC]\n"))
     [only] = mappings.map(er7(*ORDER, "ORC|XO|PLC2||||CM")).steps
     assert only.group == ""
     assert only.order_control == OrderControl("NW", "SC", 1)  # the first ORC

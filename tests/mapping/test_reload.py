@@ -81,7 +81,7 @@ def test_a_broken_file_is_rejected_and_the_old_set_stays(folder, caplog) -> None
 
 def test_the_first_load_must_succeed(folder) -> None:
     write(folder / "site.yaml", "name: [\n")
-    with pytest.raises(MappingLoadError):
+    with pytest.raises(MappingLoadError, match=r"site\.yaml:2: invalid YAML"):
         MappingReloader(settings(folder))
 
 

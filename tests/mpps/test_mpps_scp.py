@@ -150,12 +150,42 @@ def test_a_scheduled_step_item_needs_its_study_instance_uid(env):
      "invalid PerformedProcedureStepStartDate: not a DA (YYYYMMDD)"),
     ("PerformedProcedureStepStartTime", "9h35", "invalid PerformedProcedureStepStartTime: "
                                                 "not a TM (HHMMSS)"),
+    # The right digits, but no such day or time (issue 10).
+    ("PerformedProcedureStepStartDate", "20261301",
+     "invalid PerformedProcedureStepStartDate: not a DA (YYYYMMDD)"),
+    ("PerformedProcedureStepStartDate", "20260230",
+     "invalid PerformedProcedureStepStartDate: not a DA (YYYYMMDD)"),
+    ("PerformedProcedureStepStartTime", "256199", "invalid PerformedProcedureStepStartTime: "
+                                                  "not a TM (HHMMSS)"),
+    ("PerformedProcedureStepStartTime", "1261", "invalid PerformedProcedureStepStartTime: "
+                                                "not a TM (HHMMSS)"),
+    ("PerformedStationAETitle", "CT\n01", "invalid PerformedStationAETitle: not an AE title"),
 ])
 def test_create_with_a_malformed_value_is_0106(env, keyword, value, comment):
     ds = create_ds(env.steps[0])
     ds[keyword].value = value
     rsp, _ = env.associate().send_n_create(ds, MPPS, UID)
     assert status(rsp) == (0x0106, comment)
+
+
+@pytest.mark.parametrize("value", ["20261128", "20240229"])
+def test_create_with_a_real_day_and_a_leap_second_is_accepted(env, value):
+    ds = create_ds(env.steps[0])
+    ds.PerformedProcedureStepStartDate = value
+    ds.PerformedProcedureStepStartTime = "235960.5"
+    rsp, _ = env.associate().send_n_create(ds, MPPS, UID)
+    assert status(rsp) == (0x0000, "")
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")
+def test_set_with_an_impossible_end_date_is_0106_and_changes_nothing(env):
+    assoc = env.associate()
+    assoc.send_n_create(create_ds(env.steps[0]), MPPS, UID)
+    final = final_ds()
+    final.PerformedProcedureStepEndDate = "20261132"
+    rsp, _ = assoc.send_n_set(final, MPPS, UID)
+    assert status(rsp) == (0x0106, "invalid PerformedProcedureStepEndDate: not a DA (YYYYMMDD)")
+    assert mpps_tx.get_mpps(env.store, UID).status == "IN PROGRESS"
 
 
 def test_create_without_instance_uid_gets_one_from_the_scp(env):
@@ -322,6 +352,25 @@ def undecodable(monkeypatch):
 def test_an_undecodable_n_create_is_refused_and_changes_nothing(env, undecodable):
     rsp, _ = env.associate().send_n_create(create_ds(env.steps[0]), MPPS, UID)
     assert status(rsp) == (0x0110, "the attribute list cannot be decoded")
+    assert mpps_tx.get_mpps(env.store, UID) is None
+    assert step_state(env, "ACC20261128001") == ("SCHEDULED", "SCHEDULED")
+
+
+@pytest.mark.parametrize("cut", [1, 7, 100])
+def test_a_truncated_attribute_list_is_refused_over_a_raw_socket(env, cut):
+    # pydicom reads a truncated data set as a shorter one without a word; before
+    # issue 10 the MPPS was created from what was left (or refused as incomplete).
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    from tests.worklist import pdus
+
+    fp = DicomBytesIO()
+    fp.is_implicit_VR, fp.is_little_endian = True, True
+    write_dataset(fp, create_ds(env.steps[0]))
+    with pdus.established(env.scp.port, contexts=(pdus.MPPS,), calling=b"CT01") as peer:
+        peer.sendall(pdus.n_create_rq(fp.getvalue()[:-cut], UID))
+        assert pdus.responses(peer) == [(0x0110, "the attribute list cannot be decoded")]
     assert mpps_tx.get_mpps(env.store, UID) is None
     assert step_state(env, "ACC20261128001") == ("SCHEDULED", "SCHEDULED")
 

@@ -110,6 +110,22 @@ class Bridge:
     def patient(self, patient_id: str, issuer: str = "HOSP") -> PatientRecord | None:
         return self.read(lambda o: o.patient(patient_id, issuer))
 
+    def state(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row a message may change, but the message log: the worklist (its items,
+        stations and history), the patients and the outbox. A rejected message must
+        leave it as it was."""
+        def snapshot(o: OrdersTx) -> dict[str, list[tuple[Any, ...]]]:
+            rows = {}
+            for table in STATE_TABLES:
+                o.tx.cur.execute(f"SELECT * FROM {table}")
+                rows[table] = sorted((tuple(r) for r in o.tx.cur.fetchall()), key=repr)
+            return rows
+        return self.read(snapshot)
+
+
+STATE_TABLES = ("procedure_step", "procedure_step_station", "step_history", "patient",
+                "outbox")
+
 
 BridgeFactory = Callable[..., Any]
 

@@ -71,11 +71,13 @@ async def test_a40_merge_moves_the_items_to_the_surviving_patient(bridge: Bridge
 async def test_messages_for_a_merged_id_are_rejected_by_default(bridge: Bridge):
     assert (await bridge.send("lifecycle-nw.hl7")).code == "AA"
     assert (await bridge.send("adt-a40-merge.hl7")).code == "AA"
+    before = bridge.state()
     ack = await bridge.send("lifecycle-xo-reschedule.hl7")
     assert (ack.code, ack.error_code, ack.location) == ("AE", 204, "PID^1^3^1^1")
     assert "merged into LC10002" in ack.text
     ack = await bridge.send("adt-a08-update.hl7")
     assert (ack.code, ack.error_code, ack.location) == ("AE", 204, "PID^1^3^1^1")
+    assert bridge.state() == before
 
 
 async def test_messages_for_a_merged_id_can_be_redirected(make_bridge):
@@ -93,10 +95,12 @@ async def test_messages_for_a_merged_id_can_be_redirected(make_bridge):
 async def test_merging_an_already_merged_patient_is_rejected_by_default(bridge: Bridge):
     assert (await bridge.send("lifecycle-nw.hl7")).code == "AA"
     assert (await bridge.send("adt-a40-merge.hl7")).code == "AA"  # LC10001 -> LC10002
+    before = bridge.state()
     ack = await bridge.send("adt-a40-merge-of-merged.hl7")  # LC10001 -> LC10003
     assert (ack.code, ack.error_code, ack.location) == ("AE", 204, "MRG^1^1^1^1")
     assert "already merged into 'LC10002'" in ack.text
     assert item(bridge).PatientID == "LC10002"
+    assert bridge.state() == before
 
 
 async def test_merging_an_already_merged_patient_can_follow_the_merge(make_bridge):
@@ -112,11 +116,23 @@ async def test_merging_an_already_merged_patient_can_follow_the_merge(make_bridg
 
 
 async def test_a40_needs_mrg1_and_a_different_patient(bridge: Bridge):
+    # The patient is known, with an item: a rejected merge must leave both as they were.
+    assert (await bridge.send("lifecycle-nw.hl7")).code == "AA"
+    before = bridge.state()
+    assert len(before["patient"]) == 1 and len(before["procedure_step"]) == 1
     ack = await bridge.send("adt-a40-no-mrg.hl7")
     assert (ack.code, ack.error_code, ack.location) == ("AE", 101, "MRG^1^1^1^1")
-    self_merge = fixture("adt-a40-merge.hl7").replace(b"MRG|LC10001", b"MRG|LC10002")
-    ack = await bridge.send(renamed_bytes(self_merge, "LC-SELF"))
-    assert (ack.code, ack.error_code, ack.location) == ("AE", 205, "MRG^1^1^1^1")
+    assert bridge.state() == before
+    merge = fixture("adt-a40-merge.hl7")
+    for n, (pid, mrg) in enumerate([(b"LC10002", b"LC10002"),    # an unknown patient
+                                    (b"LC10001", b"LC10001")]):  # the known one
+        self_merge = merge.replace(b"PID|1||LC10002", b"PID|1||" + pid).replace(
+            b"MRG|LC10001", b"MRG|" + mrg)
+        ack = await bridge.send(renamed_bytes(self_merge, f"LC-SELF{n}"))
+        assert (ack.code, ack.error_code, ack.location) == ("AE", 205, "MRG^1^1^1^1"), pid
+        assert bridge.state() == before, pid
+    assert bridge.patient("LC10001").merged_into_id in ("", None)
+    assert bridge.patient("LC10002") is None
 
 
 async def test_a47_changes_the_patient_identifier(bridge: Bridge):

@@ -92,13 +92,16 @@ async def test_change_order_with_completed_status(bridge: Bridge):
 
 async def test_unmapped_order_control_combination_is_ae_at_orc1(bridge: Bridge):
     assert (await bridge.send("lifecycle-nw.hl7")).code == "AA"
+    before = bridge.state()
     ack = await bridge.send("lifecycle-sc-unmapped.hl7")  # SC with an empty ORC-5
     assert (ack.code, ack.error_code, ack.location) == ("AE", 103, "ORC^1^1")
     assert "order control SC" in ack.text
+    assert bridge.state() == before
     ack = await bridge.send("lifecycle-xx-unknown-control.hl7")  # ZZ/SC
     assert (ack.code, ack.error_code, ack.location) == ("AE", 103, "ORC^1^1")
     assert "ZZ/SC" in ack.text
     assert status(bridge) == "SCHEDULED"  # nothing changed
+    assert bridge.state() == before
 
 
 async def test_order_control_table_is_configurable(make_bridge):
@@ -112,8 +115,10 @@ async def test_order_control_table_is_configurable(make_bridge):
     assert status(bridge) == "SCHEDULED"
     assert (await bridge.send("lifecycle-sc-unmapped.hl7")).code == "AA"
     assert status(bridge) == "ARRIVED"
+    before = bridge.state()
     ack = await bridge.send("lifecycle-ca.hl7")  # CA is not in this table
     assert (ack.code, ack.error_code, ack.location) == ("AE", 103, "ORC^1^1")
+    assert bridge.state() == before
 
 
 async def test_omi_order_with_two_ipc_is_cancelled_as_a_whole(bridge: Bridge):
@@ -137,17 +142,21 @@ async def test_status_message_for_an_unknown_order_follows_the_policy(make_bridg
     bridge = await make_bridge()  # unknown_order: create (the default)
     assert (await bridge.send("lifecycle-ca.hl7")).code == "AA"
     assert status(bridge) == "CANCELED"  # stored, hidden, so a late NW cannot resurrect it
+    before = bridge.state()
     # The late NW differs from what the cancel stored: new_order_exists (reject) applies.
     ack = await bridge.send("lifecycle-nw.hl7")
     assert (ack.code, ack.error_code, ack.location) == ("AR", 205, "ORC^1^1")
     assert status(bridge) == "CANCELED"
+    assert bridge.state() == before
 
 
 async def test_status_message_for_an_unknown_order_can_be_rejected(make_bridge):
     strict = await make_bridge(unknown_order="reject")
+    before = strict.state()
     ack = await strict.send("lifecycle-sc-ip.hl7")
     # The accession is the identity the message failed to find.
     assert (ack.code, ack.error_code, ack.location) == ("AE", 204, "OBR^1^18")
+    assert strict.state() == before and strict.steps() == []  # no item, no patient
 
 
 async def test_oru_final_result_completes_the_procedure(bridge: Bridge):
@@ -161,15 +170,19 @@ async def test_oru_final_result_completes_the_procedure(bridge: Bridge):
 
 async def test_oru_result_handling_is_configurable(make_bridge):
     bridge = await make_bridge(results={"final_statuses": ["F", "P"], "unknown_order": "reject"})
+    empty = bridge.state()
     ack = await bridge.send("lifecycle-oru-r01-final.hl7")  # nothing scheduled yet
     assert (ack.code, ack.error_code, ack.location) == ("AE", 204, "OBR^1^18")
+    assert bridge.state() == empty
     assert (await bridge.send("lifecycle-nw.hl7")).code == "AA"
     assert (await bridge.send("lifecycle-oru-r01-preliminary.hl7")).code == "AA"
     assert status(bridge) == "COMPLETED"
 
     off = await make_bridge(results={"enabled": False})
+    before = off.state()
     ack = await off.send("lifecycle-oru-r01-final.hl7")
     assert (ack.code, ack.error_code, ack.location) == ("AR", 200, "MSH^1^9")
+    assert off.state() == before
 
 
 async def test_oru_for_an_unknown_order_is_accepted_and_flagged(bridge: Bridge):

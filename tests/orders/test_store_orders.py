@@ -115,7 +115,7 @@ def test_steps_by_order_key_patient_and_accession(store: Store):
     assert run(store, lambda o: o.replace_step(s1.id, changed, None)).value == "updated"
     assert run(store, lambda o: o.replace_step(s1.id, changed, None)).value == "unchanged"
     assert run(store, lambda o: o.steps_by_patient("P9", "HOSP"))[0].id == s1.id
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError, match="no procedure step with id 12345"):
         run(store, lambda o: o.replace_step(12345, changed, None))
 
 

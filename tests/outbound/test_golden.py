@@ -201,5 +201,5 @@ def test_a_missing_required_segment_fails_the_structure_check():
     payload, codec, _ = build("ihe-swf-omi-o23-v251-status", "ip")
     without_ipc = "\r".join(s for s in payload.decode(codec).split("\r")
                              if not s.startswith("IPC|"))
-    with pytest.raises(HL7apyException):
+    with pytest.raises(HL7apyException, match=r"Missing required child OMI_O23_ORDER\.IPC"):
         check_structure(without_ipc)

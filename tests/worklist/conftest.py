@@ -15,6 +15,7 @@ from bridge.store.base import Store
 from bridge.store.sqlite import SqliteStore
 from bridge.worklist import WorklistSCP
 from bridge.worklist.settings import DicomSettings, WorklistSettings
+from tests.findstatus import SUCCESS, check_status, final_status
 
 FINDSCU = "/usr/bin/findscu"   # never .venv/bin/findscu (pynetdicom's namesake)
 ECHOSCU = "/usr/bin/echoscu"
@@ -55,6 +56,11 @@ class FindResult:
     def accessions(self) -> list[str]:
         return [str(a.AccessionNumber) for a in self.answers]
 
+    @property
+    def status(self) -> str:
+        """The final C-FIND status findscu printed (it exits 0 whatever the status)."""
+        return final_status(self.log)
+
 
 @pytest.fixture
 def new_store(tmp_path: Path) -> Iterator[Callable[[list[Dataset]], SqliteStore]]:
@@ -89,25 +95,32 @@ def start_scp() -> Iterator[Callable[..., WorklistSCP]]:
         scp.stop()
 
 
-def run_findscu(port: int, keys: list[str], out_dir: Path) -> FindResult:
-    """One ``findscu -W`` process; answers are read back from its extracted files."""
+def run_findscu(port: int, keys: list[str], out_dir: Path,
+                status: str = SUCCESS) -> FindResult:
+    """One ``findscu -W`` process; answers are read back from its extracted files.
+
+    Fails unless the final status is ``status``: Success, unless the test names the failure
+    it expects (findscu exits 0 even when the query failed).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     args = [FINDSCU, "-v", "-W", "-X", "-od", str(out_dir), "-aet", "CONSOLE",
             "-aec", "MWLBRIDGE", "127.0.0.1", str(port)]
     for key in keys:
         args += ["-k", key]
-    done = subprocess.run(args, env=DCMTK_ENV, capture_output=True, text=True, timeout=60,
-                          check=False)
+    # Bytes: -v echoes the query, whose values need not be UTF-8.
+    done = subprocess.run(args, env=DCMTK_ENV, capture_output=True, timeout=60, check=False)
     answers = [dcmread(path, force=True) for path in sorted(out_dir.glob("rsp*.dcm"))]
-    return FindResult(done.returncode, answers, done.stdout + done.stderr)
+    log = (done.stdout + done.stderr).decode("utf-8", "replace")
+    check_status(log, status)
+    return FindResult(done.returncode, answers, log)
 
 
 @pytest.fixture
-def findscu(tmp_path: Path) -> Callable[[int, list[str]], FindResult]:
+def findscu(tmp_path: Path) -> Callable[..., FindResult]:
     runs = iter(range(1_000_000))
 
-    def find(port: int, keys: list[str]) -> FindResult:
-        return run_findscu(port, keys, tmp_path / f"find{next(runs)}")
+    def find(port: int, keys: list[str], status: str = SUCCESS) -> FindResult:
+        return run_findscu(port, keys, tmp_path / f"find{next(runs)}", status)
 
     return find
 

@@ -6,6 +6,7 @@ Peers connect from 127.0.0.1 or, to be a "wrong host", bind to 127.0.0.2
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 
@@ -74,12 +75,46 @@ def test_known_ae_from_the_wrong_host_is_rejected(new_store, start_scp, associat
     assert associate(scp.port, calling="CT01").is_established
 
 
-def test_address_outside_allowed_hosts_is_rejected_without_reason(
+def closed_at_accept(port: int, source: str) -> bytes:
+    """Connect from ``source``, offer an A-ASSOCIATE-RQ header; what comes back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10,
+                                  source_address=(source, 0)) as peer:
+        try:
+            peer.sendall(b"\x01\x00\x00\x00\x00\x44" + b"\x00" * 0x44)
+            return peer.recv(1024)
+        except ConnectionResetError:
+            return b""
+
+
+def test_address_outside_allowed_hosts_is_closed_at_accept(
         new_store, start_scp, associate, caplog):
+    # Closed before a byte is read (issue 10): no A-ASSOCIATE-RJ, the connection ends.
     scp = scp_with(new_store, start_scp, allowed_hosts=["127.0.0.1"])
-    assert rejection(associate(scp.port, source=OTHER_HOST)) == (1, 1, 1)
-    assert f"address {OTHER_HOST} is not in dicom.allowed_hosts" in caplog.text
+    refused = associate(scp.port, source=OTHER_HOST)
+    assert not refused.is_established and not refused.is_rejected
+    assert closed_at_accept(scp.port, OTHER_HOST) == b""
+    lines = [r for r in caplog.records if "closed at accept" in r.getMessage()]
+    assert len(lines) == 2 and all(r.levelname == "WARNING" for r in lines)
+    assert f"address {OTHER_HOST} is not in dicom.allowed_hosts" in lines[0].getMessage()
     assert associate(scp.port).is_established
+
+
+def test_with_require_known_ae_only_the_known_aes_hosts_get_past_accept(
+        new_store, start_scp, associate, caplog):
+    scp = scp_with(new_store, start_scp, require_known_ae=True,
+                   known_aes={"CT01": DicomPeer(hosts=["127.0.0.1/32"])})
+    assert closed_at_accept(scp.port, OTHER_HOST) == b""
+    assert "is not in the hosts of any AE of dicom.known_aes" in caplog.text
+    assert associate(scp.port, calling="CT01").is_established
+
+
+def test_a_known_ae_without_hosts_keeps_every_allowed_address_open(
+        new_store, start_scp, associate):
+    # Any address may be that AE's, so the A-ASSOCIATE-RQ decides (with its RJ).
+    scp = scp_with(new_store, start_scp, require_known_ae=True,
+                   known_aes={"CT01": DicomPeer(hosts=["127.0.0.1/32"]), "MR01": DicomPeer()})
+    assert rejection(associate(scp.port, calling="CT01", source=OTHER_HOST)) == (1, 1, 3)
+    assert associate(scp.port, calling="MR01", source=OTHER_HOST).is_established
 
 
 def test_wrong_called_ae_is_rejected_called_ae_not_recognised(

@@ -12,6 +12,7 @@ from pydicom import Dataset, dcmread
 from bridge.store.sqlite import SqliteStore
 from bridge.worklist import WorklistSCP
 from bridge.worklist.settings import DicomSettings, WorklistSettings
+from tests.findstatus import check_status
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR")
 
@@ -80,6 +81,18 @@ def test_station_and_date(scp, findscu):
 def test_date_ranges(scp, findscu, dates, expected):
     result = findscu(scp.port, [*RETURN_KEYS, SPS + "ScheduledProcedureStepStartDate=" + dates])
     assert result.accessions == expected
+
+
+def test_a_failed_query_is_not_an_empty_answer(scp, findscu):
+    # findscu exits 0 and writes no answer either way: only the final status tells them apart.
+    bad = [*RETURN_KEYS, SPS + "ScheduledProcedureStepStartDate=2026"]
+    with pytest.raises(AssertionError, match=r"ended with 'Failed: UnableToProcess', "
+                                             r"expected 'Success'"):
+        findscu(scp.port, bad)
+    failed = findscu(scp.port, bad, status="Failed: UnableToProcess")
+    assert failed.returncode == 0 and failed.answers == []
+    empty = findscu(scp.port, [*RETURN_KEYS, "PatientID=NOBODY"])
+    assert empty.status == "Success" and empty.answers == []
 
 
 def test_date_and_time_form_one_range(scp, findscu):
@@ -204,9 +217,10 @@ def test_query_in_latin1_is_decoded(scp, tmp_path):
                    check=True, capture_output=True, timeout=30)
     out = tmp_path / "out"
     out.mkdir()
-    done = subprocess.run(["/usr/bin/findscu", "-W", "-X", "-od", str(out), "-aec", "MWLBRIDGE",
-                           "127.0.0.1", str(scp.port), str(query)],
+    done = subprocess.run(["/usr/bin/findscu", "-v", "-W", "-X", "-od", str(out),
+                           "-aec", "MWLBRIDGE", "127.0.0.1", str(scp.port), str(query)],
                           env=DCMTK_ENV, capture_output=True, timeout=60, check=False)
     assert done.returncode == 0
+    check_status((done.stdout + done.stderr).decode("utf-8", "replace"))
     answers = [dcmread(p, force=True) for p in sorted(out.glob("rsp*.dcm"))]
     assert [a.AccessionNumber for a in answers] == ["A1", "A5"]

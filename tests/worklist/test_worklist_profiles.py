@@ -12,6 +12,7 @@ from pydicom import Dataset, dcmread
 from pydicom.filewriter import dcmwrite
 
 from bridge.worklist.settings import DicomPeer, DicomSettings, WorklistSettings
+from tests.findstatus import SUCCESS, check_status
 
 from .conftest import DCMTK_ENV, FINDSCU, FindResult
 
@@ -23,7 +24,8 @@ KEYS = ["PatientName", "PatientID", "AccessionNumber", SPS + "ScheduledStationAE
 
 
 def findscu(port: int, out: Path, calling: str, keys: list[str],
-            query: Path | None = None) -> FindResult:
+            query: Path | None = None, status: str = SUCCESS) -> FindResult:
+    """One ``findscu -W`` as ``calling``; fails unless the final status is ``status``."""
     out.mkdir(parents=True)
     args = [FINDSCU, "-v", "-W", "-X", "-od", str(out), "-aet", calling, "-aec", "MWLBRIDGE"]
     for key in keys:
@@ -34,6 +36,7 @@ def findscu(port: int, out: Path, calling: str, keys: list[str],
     done = subprocess.run(args, env=DCMTK_ENV, capture_output=True, timeout=60, check=False)
     answers = [dcmread(p, force=True) for p in sorted(out.glob("rsp*.dcm"))]
     log = (done.stdout + done.stderr).decode("utf-8", "replace")
+    check_status(log, status)
     return FindResult(done.returncode, answers, log)
 
 

@@ -18,7 +18,11 @@ from bridge.store.query import (
     Wildcard,
 )
 from bridge.worklist import QueryError, build_query
-from bridge.worklist.query import IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, UNABLE_TO_PROCESS
+from bridge.worklist.query import (
+    IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+    UNABLE_TO_PROCESS,
+    QueryScope,
+)
 from bridge.worklist.settings import WorklistSettings
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR")
@@ -166,7 +170,19 @@ def test_cap_is_pushed_to_the_store_with_one_extra_row():
     plan = build_query(ident(PatientID="P1"), WorklistSettings(max_answers=5))
     assert plan.query.limit == 6
     assert plan.max_answers == 5
-    assert build_query(ident(PatientID="P1"), WorklistSettings()).query.limit is None
+    # The default cap is 1,000 (issue 10); 0 turns it off.
+    assert build_query(ident(PatientID="P1"), WorklistSettings()).query.limit == 1001
+    assert build_query(ident(PatientID="P1"),
+                       WorklistSettings(max_answers=0)).query.limit is None
+
+
+def test_an_ae_cap_overrides_the_global_one():
+    settings = WorklistSettings(max_answers=5)
+    plan = build_query(ident(PatientID="P1"), settings, QueryScope(max_answers=2))
+    assert (plan.query.limit, plan.max_answers) == (3, 2)
+    unlimited = build_query(ident(PatientID="P1"), settings, QueryScope(max_answers=0))
+    assert (unlimited.query.limit, unlimited.max_answers) == (None, 0)
+    assert build_query(ident(PatientID="P1"), settings, QueryScope()).max_answers == 5
 
 
 def test_cap_stays_out_of_the_store_when_a_post_filter_runs():
@@ -282,24 +298,32 @@ def test_character_set_and_group_length_are_no_keys():
 
 # --- errors ---
 
-@pytest.mark.parametrize(("keyword", "value", "in_sps"), [
-    ("ScheduledProcedureStepStartDate", "2026-11-28x", True),
-    ("ScheduledProcedureStepStartDate", "20261131", True),
-    ("ScheduledProcedureStepStartDate", "20261130-20261101", True),
-    ("ScheduledProcedureStepStartTime", "2500", True),
-    ("ScheduledProcedureStepStartTime", "1000-0800", True),
-    ("ScheduledProcedureStepStartTime", "ab", True),
-    ("PatientBirthDate", "yesterday", False),
-    ("StudyInstanceUID", "1.2.*", False),
-    ("StudyInstanceUID", ["1.2.3", "01.2"], False),
-    ("PatientID", ["P1", "P2"], False),
+@pytest.mark.parametrize(("keyword", "value", "in_sps", "tag", "comment"), [
+    ("ScheduledProcedureStepStartDate", "2026-11-28x", True, (0x0040, 0x0002),
+     "is not a date or date range"),
+    ("ScheduledProcedureStepStartDate", "20261131", True, (0x0040, 0x0002),
+     "is not a date or date range"),
+    ("ScheduledProcedureStepStartDate", "20261130-20261101", True, (0x0040, 0x0002),
+     "is a reversed range"),
+    ("ScheduledProcedureStepStartTime", "2500", True, (0x0040, 0x0003),
+     "is not a time or time range"),
+    ("ScheduledProcedureStepStartTime", "1000-0800", True, (0x0040, 0x0003),
+     "is a reversed range"),
+    ("ScheduledProcedureStepStartTime", "ab", True, (0x0040, 0x0003),
+     "is not a time or time range"),
+    ("PatientBirthDate", "yesterday", False, (0x0010, 0x0030), "is not a date or date range"),
+    ("StudyInstanceUID", "1.2.*", False, (0x0020, 0x000D), "is not a UID list"),
+    ("StudyInstanceUID", ["1.2.3", "01.2"], False, (0x0020, 0x000D), "is not a UID list"),
+    ("PatientID", ["P1", "P2"], False, (0x0010, 0x0020), "has more than one value"),
 ])
-def test_malformed_values_are_unable_to_process(keyword, value, in_sps):
+def test_malformed_values_are_unable_to_process(keyword, value, in_sps, tag, comment):
     identifier = ident({keyword: value}) if in_sps else ident(**{keyword: value})
     with pytest.raises(QueryError) as caught:
         build_query(identifier, NO_HIDDEN)
+    # Each branch names the offending attribute (Offending Element) and why (Error Comment).
     assert caught.value.status == UNABLE_TO_PROCESS
-    assert caught.value.tag is not None
+    assert caught.value.tag == Tag(*tag)
+    assert caught.value.comment == f"{Tag(*tag)} {comment}"
     assert len(caught.value.comment) <= 64
 
 
@@ -310,6 +334,7 @@ def test_several_sps_items_are_unable_to_process():
         build_query(identifier, NO_HIDDEN)
     assert caught.value.status == UNABLE_TO_PROCESS
     assert caught.value.tag == Tag(0x0040, 0x0100)
+    assert caught.value.comment == "(0040,0100) has more than one item"
 
 
 def test_sps_key_that_is_no_sequence_is_unable_to_process():
@@ -318,22 +343,30 @@ def test_sps_key_that_is_no_sequence_is_unable_to_process():
     with pytest.raises(QueryError) as caught:
         build_query(identifier, NO_HIDDEN)
     assert caught.value.status == UNABLE_TO_PROCESS
+    assert caught.value.tag == Tag(0x0040, 0x0100)
+    assert caught.value.comment == "(0040,0100) is not a sequence"
 
 
 def test_query_retrieve_level_does_not_match_the_sop_class():
     with pytest.raises(QueryError) as caught:
         build_query(ident(QueryRetrieveLevel="STUDY"), NO_HIDDEN)
     assert caught.value.status == IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
+    assert caught.value.tag == Tag(0x0008, 0x0052)
+    assert caught.value.comment == "Query/Retrieve Level is not a worklist key"
     assert matches(ident(QueryRetrieveLevel="")) == set()
 
 
-@pytest.mark.parametrize(("tag", "vr", "raw"), [
-    (Tag(0x0028, 0x0010), "US", b"\x01\x02\x03"),   # Rows: 3 bytes for a US
-    (Tag(0x0010, 0x1030), "DS", b"heavy "),          # Patient's Weight: no number
+@pytest.mark.parametrize(("tag", "vr", "raw", "offending", "comment"), [
+    # Rows: 3 bytes for a US; not decodable at all, so no element is named
+    (Tag(0x0028, 0x0010), "US", b"\x01\x02\x03", None, "the identifier cannot be decoded"),
+    # Patient's Weight: no number
+    (Tag(0x0010, 0x1030), "DS", b"heavy ", Tag(0x0010, 0x1030),
+     "(0010,1030) is not a decimal string (DS)"),
 ])
-def test_undecodable_identifier_is_unable_to_process(tag, vr, raw):
+def test_undecodable_identifier_is_unable_to_process(tag, vr, raw, offending, comment):
     identifier = Dataset()
     identifier[tag] = RawDataElement(tag, vr, len(raw), raw, 0, False, True)
     with pytest.raises(QueryError) as caught:
         build_query(identifier, NO_HIDDEN)
     assert caught.value.status == UNABLE_TO_PROCESS
+    assert (caught.value.tag, caught.value.comment) == (offending, comment)

@@ -215,18 +215,18 @@ def test_port_taken_raises_oserror(new_store, start_scp):
     store = new_store([])
     first = start_scp(store)
     second = WorklistSCP(store, DicomSettings(port=first.port), WorklistSettings())
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="Address already in use"):
         second.start()
 
 
 def test_start_twice_and_port_before_start_are_errors(new_store, start_scp):
     store = new_store([])
     scp = WorklistSCP(store, DicomSettings(port=0), WorklistSettings())
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="the worklist SCP is not started"):
         _ = scp.port
     scp.stop()  # stopping a server that never started is harmless
     started = start_scp(store)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="the worklist SCP is already started"):
         started.start()
 
 
@@ -245,7 +245,7 @@ def test_stop_ends_open_associations_and_frees_the_port(new_store, scu):
     scp.stop()
     assoc.join(timeout=30)  # the requestor's thread ends once the peer aborts
     assert not assoc.is_established
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="Connection refused"):
         socket.create_connection(("127.0.0.1", port), timeout=5)
     scp.stop()  # a second stop is harmless
 

@@ -6,13 +6,21 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from bridge.app.cli.admin import add_admin_commands
 from bridge.app.cli.common import EXIT_CONFIG, open_configured_store, settings_from
+from bridge.app.cli.db import add_db_commands
 from bridge.app.cli.mapping import add_mapping_commands
 from bridge.app.cli.messages import add_message_commands
+from bridge.app.cli.mpps import add_mpps_commands
 from bridge.app.cli.outbox import add_outbox_commands
+from bridge.app.cli.status import add_status_commands
+
+if TYPE_CHECKING:
+    from bridge.store import StepRow
 from bridge.app.settings import DEFAULT_CONFIG_NAME, Settings, find_config
 
 DESCRIPTION = """\
@@ -72,27 +80,48 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an ACK")
     send.set_defaults(run=_send)
 
-    wl = sub.add_parser("worklist", help="list stored worklist items as a table")
-    wl.add_argument("--limit", type=int, default=100)
+    wl = sub.add_parser("worklist", help="list stored worklist items as a table, in schedule "
+                                         "order, streamed page by page")
+    wl.add_argument("--limit", type=int, default=100, help="rows per page (default 100)")
+    wl.add_argument("--page", type=int, default=1, help="which page (default 1)")
+    wl.add_argument("--station", default="", help="only this Scheduled Station AE Title")
+    wl.add_argument("--modality", default="", help="only this modality")
+    wl.add_argument("--date", default="", help="only this SPS start date (YYYYMMDD)")
+    wl.add_argument("--date-from", default="", help="SPS start date on or after (YYYYMMDD)")
+    wl.add_argument("--date-to", default="", help="SPS start date on or before (YYYYMMDD)")
+    wl.add_argument("--status", default="", help="only this SPS status (e.g. SCHEDULED)")
+    wl.add_argument("--patient-id", default="", help="only this Patient ID")
+    wl.add_argument("--accession", default="", help="only this Accession Number")
     wl.set_defaults(run=_worklist)
 
     add_outbox_commands(sub)
+    add_mpps_commands(sub)
+    add_status_commands(sub)
+    add_db_commands(sub)
 
     add_mapping_commands(sub)
 
     add_message_commands(sub)
+
+    add_admin_commands(sub)
     return p
 
 
 def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.logging.level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # pynetdicom logs request identifiers (patient data) at INFO, and pydicom
-    # quotes invalid values in its WARNINGs; keep both quiet unless the
-    # operator has asked for patient data in the logs.
-    if not settings.logging.log_phi:
-        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-        logging.getLogger("pydicom").setLevel(logging.ERROR)
+    from bridge.app.logs import setup_logging
+
+    # logging.format text or json (bridge/app/logs.py); pynetdicom and pydicom
+    # stay quiet unless the operator has asked for patient data in the logs.
+    setup_logging(settings.logging.level, fmt=settings.logging.format,
+                  log_phi=settings.logging.log_phi)
+
+
+def _stderr(settings: Settings) -> Callable[[str], None]:
+    """How serve reports why it stops: a line of text, or with logging.format json
+    an ERROR record (so that every line on standard error is JSON)."""
+    if settings.logging.format != "json":
+        return lambda text: print(text, file=sys.stderr)
+    return logging.getLogger("bridge.app").error
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -100,25 +129,39 @@ def _serve(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_CONFIG
     _setup_logging(settings)
+    say = _stderr(settings)
     from bridge.app.daemon import Daemon
+    from bridge.app.services import StartupError
     from bridge.mapping import MappingLoadError
+    from bridge.store import StoreError
     from bridge.tls import TlsConfigError
 
+    daemon = Daemon(settings)
     try:
-        asyncio.run(Daemon(settings).run())
+        asyncio.run(daemon.run())
     except TlsConfigError as exc:
-        print(f"TLS configuration error: {exc}", file=sys.stderr)
+        say(f"TLS configuration error: {exc}")
         return EXIT_CONFIG
     except MappingLoadError as exc:
-        print("mapping error:", file=sys.stderr)
+        say("mapping error:")
         for err in exc.errors:
-            print(f"  {err}", file=sys.stderr)
+            say(f"  {err}")
+        return EXIT_CONFIG
+    except (StartupError, StoreError) as exc:
+        say(f"cannot start: {exc}")
         return EXIT_CONFIG
     except OSError as exc:
-        print(f"cannot start: {exc}", file=sys.stderr)
+        say(f"cannot start: {exc}")
         return EXIT_CONFIG
     except KeyboardInterrupt:
         pass
+    except Exception as exc:  # one line for the operator, the details at DEBUG
+        when = "stopped" if daemon.ready else "cannot start"
+        logging.getLogger("bridge").debug("daemon failure", exc_info=exc)
+        # Only the type and the message: no traceback in the operator's terminal
+        # (run with logging.level DEBUG to see it).
+        say(f"{when}: {type(exc).__name__}: {exc}")
+        return EXIT_CONFIG if not daemon.ready else EXIT_NACK
     return 0
 
 
@@ -203,32 +246,75 @@ async def _send_all(host: str, port: int, batches: list[tuple[Path, list[bytes]]
     return out
 
 
+_WORKLIST_HEADER = ("DATE", "TIME", "STATION", "MOD", "ACCESSION", "PATIENT ID",
+                    "PATIENT NAME", "STATUS")
+
+
 def _worklist(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if settings is None:
         return EXIT_CONFIG
+    if args.limit < 1 or args.page < 1:
+        print("--limit and --page are 1 or more", file=sys.stderr)
+        return EXIT_CONFIG
+    for flag, value in (("--date", args.date), ("--date-from", args.date_from),
+                        ("--date-to", args.date_to)):
+        if value and not (len(value) == 8 and value.isdigit()):
+            print(f"{flag}: YYYYMMDD, not {value!r}", file=sys.stderr)
+            return EXIT_CONFIG
+    from bridge.store import StepFilter
+
+    where = StepFilter(station=args.station, modality=args.modality, date=args.date,
+                       status=args.status, patient_id=args.patient_id,
+                       accession=args.accession, date_from=args.date_from,
+                       date_to=args.date_to)
     store = open_configured_store(settings)
+    shown = 0
     try:
-        rows = store.list_steps(limit=args.limit)
-        total = store.count_steps()
+        rows = store.iter_steps(where, limit=args.limit, offset=(args.page - 1) * args.limit)
+        # Column widths come from the first batch, then rows are printed as they are
+        # read: a listing of a large store starts at once and holds one batch in memory.
+        for batch in _batches((_worklist_row(row) for row in rows), 200):
+            if shown == 0:
+                widths = [max(len(r[i]) for r in [_WORKLIST_HEADER, *batch])
+                          for i in range(len(_WORKLIST_HEADER))]
+                print(_table_line(_WORKLIST_HEADER, widths))
+            for r in batch:
+                print(_table_line(r, widths))
+            shown += len(batch)
+        total = store.count_matching(where)
     finally:
         store.close()
-    header = ("DATE", "TIME", "STATION", "MOD", "ACCESSION", "PATIENT ID", "PATIENT NAME",
-              "STATUS")
-    table = [header]
-    for row in rows:
-        ds = row.item
-        sps = ds.ScheduledProcedureStepSequence[0] if ds.get("ScheduledProcedureStepSequence") \
-            else None
-        table.append((
-            _g(sps, "ScheduledProcedureStepStartDate"), _g(sps, "ScheduledProcedureStepStartTime"),
-            _g(sps, "ScheduledStationAETitle"), _g(sps, "Modality"), _g(ds, "AccessionNumber"),
-            _g(ds, "PatientID"), _g(ds, "PatientName"), row.sps_status))
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for r in table:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
-    print(f"({len(rows)} of {total} item(s))")
+    if shown == 0:
+        print(_table_line(_WORKLIST_HEADER, [len(h) for h in _WORKLIST_HEADER]))
+    first = (args.page - 1) * args.limit + 1
+    where_text = f", items {first}-{first + shown - 1}" if shown and args.page > 1 else ""
+    print(f"({shown} of {total} item(s){where_text})")
     return 0
+
+
+def _worklist_row(row: StepRow) -> tuple[str, ...]:
+    ds = row.item
+    sps = ds.ScheduledProcedureStepSequence[0] if ds.get("ScheduledProcedureStepSequence") \
+        else None
+    return (_g(sps, "ScheduledProcedureStepStartDate"), _g(sps, "ScheduledProcedureStepStartTime"),
+            _g(sps, "ScheduledStationAETitle"), _g(sps, "Modality"), _g(ds, "AccessionNumber"),
+            _g(ds, "PatientID"), _g(ds, "PatientName"), row.sps_status)
+
+
+def _batches(rows: Iterator[tuple[str, ...]], size: int) -> Iterator[list[tuple[str, ...]]]:
+    batch: list[tuple[str, ...]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _table_line(values: Sequence[str], widths: Sequence[int]) -> str:
+    return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
 
 
 def _g(ds: object, keyword: str) -> str:
