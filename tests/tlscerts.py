@@ -47,17 +47,20 @@ def _write(folder: Path, stem: str, key: rsa.RSAPrivateKey, cert: x509.Certifica
     pair.key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                            serialization.PrivateFormat.TraditionalOpenSSL,
                                            serialization.NoEncryption()))
+    pair.key.chmod(0o600)  # bridge.tls refuses a key other users may read
     return pair
 
 
-def _builder(subject: str, issuer: x509.Name, public: object) -> x509.CertificateBuilder:
+def _builder(subject: str, issuer: x509.Name, public: object, days: int = 365
+             ) -> x509.CertificateBuilder:
+    # A year: bridge.tls warns about a certificate within 30 days of its expiry.
     now = datetime.datetime.now(datetime.UTC)
     return (x509.CertificateBuilder()
             .subject_name(_name(subject)).issuer_name(issuer)
             .public_key(public)  # type: ignore[arg-type]
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1)))
+            .not_valid_after(now + datetime.timedelta(days=days)))
 
 
 def _ca(folder: Path, stem: str) -> tuple[rsa.RSAPrivateKey, x509.Certificate, Path]:

@@ -16,6 +16,7 @@ from bridge.app.services import Service, ServiceSet, build_services, load_mappin
 from bridge.app.settings import Settings
 from bridge.mapping import MappingReloader, MappingSet
 from bridge.store import Store, open_store
+from bridge.store.private import check_private
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,11 @@ class Daemon:
 
     async def run(self, on_ready: Callable[[Daemon], None] | None = None) -> None:
         s = self.settings
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        # 0700 when made here; a folder or SQLite file others may read is a WARNING, or
+        # with store.strict_permissions a StoreError (bridge/store/private.py).
+        db = s.sqlite_path if s.store.backend == "sqlite" else None
+        for problem in check_private(s.data_dir, db, strict=s.store.strict_permissions):
+            log.warning("patient data readable by other users: %s", problem)
         self._mappings = load_mappings(s)  # before the store: a broken file stops start
         store: Store = await asyncio.to_thread(open_store, s.store, s.data_dir)
         started: list[Service] = []
@@ -51,6 +56,8 @@ class Daemon:
                 started.append(service)
             self.mllp_port = wired.mllp.port
             self.dicom_port = wired.dicom.port
+            # Before the ready line: a SIGTERM right after it must stop cleanly too.
+            self._install_signals()
             log.info("mappings active: %s", ", ".join(self.current_mappings().names))
             # Tests and bench scripts parse this line's beginning: add only at its end.
             log.info("ready: MLLP on %s:%d, DICOM AE %s on %s:%d, store %s%s", s.mllp.host,
@@ -60,7 +67,6 @@ class Daemon:
             self.ready = True
             if on_ready is not None:
                 on_ready(self)
-            self._install_signals()
             await self._stop.wait()
             log.info("stopping")
         finally:

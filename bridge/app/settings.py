@@ -158,8 +158,9 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         return p if p.is_absolute() else base / p
 
     store = settings.store
-    if store.sqlite_path is not None:
-        store = store.model_copy(update={"sqlite_path": resolve(store.sqlite_path)})
+    for key in ("sqlite_path", "postgresql_password_file", "sqlcipher_key_file"):
+        if (value := getattr(store, key)) is not None:
+            store = store.model_copy(update={key: resolve(value)})
     mapping = settings.mapping.model_copy(
         update={"paths": [resolve(p) for p in settings.mapping.paths]})
 

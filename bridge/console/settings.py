@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -24,12 +25,39 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+def _secret_from_file(data: object, field: str) -> object:
+    """``<field>_file: PATH`` instead of ``<field>``: the first line of that file, so a
+    secret can live in a file only the daemon's user reads (issue: secrets out of the
+    config). The path must be absolute: it is read while the config is validated."""
+    if not isinstance(data, dict) or f"{field}_file" not in data:
+        return data
+    data = dict(data)
+    path = Path(str(data.pop(f"{field}_file")))
+    if field in data:
+        raise ValueError(f"set either {field} or {field}_file, not both")
+    if not path.is_absolute():
+        raise ValueError(f"{field}_file must be an absolute path")
+    try:
+        first = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ValueError(f"{field}_file {path}: cannot read it ({exc.strerror})") from None
+    if not first or not first[0].strip():
+        raise ValueError(f"{field}_file {path} is empty")
+    data[field] = first[0].strip()
+    return data
+
+
 class ConsoleUser(Section):
     """A local user: log in with name and password (the hash is argon2id)."""
 
     name: str = Field(pattern=_NAME)
     password_hash: str = Field(description="an argon2 hash: mwl-bridge admin hash-password")
     role: Role = "viewer"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hash_file(cls, data: object) -> object:
+        return _secret_from_file(data, "password_hash")
 
     @field_validator("password_hash")
     @classmethod
@@ -46,6 +74,11 @@ class ConsoleToken(Section):
     name: str = Field(pattern=_NAME)
     token_sha256: str = Field(description="mwl-bridge admin new-token prints a token and this")
     role: Role = "viewer"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _digest_file(cls, data: object) -> object:
+        return _secret_from_file(data, "token_sha256")
 
     @field_validator("token_sha256")
     @classmethod

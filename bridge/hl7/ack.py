@@ -1,8 +1,12 @@
 """HL7 acknowledgements (ACK with MSA and ERR) in the sender's own delimiters.
 
-One ACK has to satisfy both generations of receivers: a v2.3.1 system reads
-only ERR-1 (ELD), a v2.5 system reads ERR-2/3/4/8. Both are filled, so the
-sender's version does not have to be guessed right for the error to be seen.
+The ACK follows the message's own version (MSH-12), so that a strict parser of
+that version accepts it: MSH-9 has the message structure (``ACK^O01^ACK``) from
+v2.3.1 on; ERR carries only ERR-1 (ELD) before v2.5 and ERR-2..8 from v2.5 on,
+with the readable sentence in MSA-3 before v2.5 (there is no ERR-8) and in
+ERR-8 from v2.5. ``err_fields="both"`` (``mllp.ack_err_both``, per sender) fills
+ERR-1 and ERR-2..8 whatever the version, for receivers that read the other
+generation's fields.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from bridge.hl7.charset import BOM
 from bridge.hl7.message import Delimiters, HL7ParseError, Segment, escape, parse_header
@@ -121,20 +126,23 @@ def _join(fields: list[str], sep: str) -> str:
     return sep.join(fields)
 
 
-def _err_segment(detail: ErrorDetail, d: Delimiters) -> str:
+ErrFields = Literal["version", "both"]
+
+
+def _err_segment(detail: ErrorDetail, d: Delimiters, *, eld: bool, v25: bool) -> str:
     standard = hl7_error_text(detail.code)
     location = [escape(part, d) for part in detail.location.split("^")] if detail.location else []
     seg, seq, fld = ([*location, "", "", ""])[:3]
     code_v231 = d.subcomponent.join([str(detail.code), escape(standard, d), "HL70357"])
-    fields = [
-        "ERR",
-        d.component.join([seg, seq, fld, code_v231]),  # ERR-1 ELD (v2.3.1)
-        d.component.join(location),  # ERR-2 ERL
-        d.component.join([str(detail.code), escape(standard, d), "HL70357"]),  # ERR-3
-        detail.severity,  # ERR-4
-        "", "", "",  # ERR-5..7
-        escape(_bounded(detail.text), d),  # ERR-8 user message
-    ]
+    fields = ["ERR", d.component.join([seg, seq, fld, code_v231]) if eld else ""]  # ERR-1 ELD
+    if v25:
+        fields += [
+            d.component.join(location),  # ERR-2 ERL
+            d.component.join([str(detail.code), escape(standard, d), "HL70357"]),  # ERR-3
+            detail.severity,  # ERR-4
+            "", "", "",  # ERR-5..7
+            escape(_bounded(detail.text), d),  # ERR-8 user message
+        ]
     return _join(fields, d.field)
 
 
@@ -155,16 +163,28 @@ class AckControlIds:
 
 
 def build_ack(msh: Segment, ack_code: str, *, errors: Sequence[ErrorDetail] = (),
-              text: str = "", control_id: str, now: datetime) -> str:
-    """An ACK for the message whose header is ``msh``, as ER7 text with CR segment ends."""
+              text: str = "", control_id: str, now: datetime,
+              err_fields: ErrFields = "version") -> str:
+    """An ACK for the message whose header is ``msh``, as ER7 text with CR segment ends.
+
+    ERR follows the message's version (module docstring); ``err_fields="both"``
+    fills ERR-1 and ERR-2..8 whatever the version. Before v2.5 (no ERR-8), the
+    first error's sentence goes to MSA-3 unless ``text`` is given.
+    """
     if ack_code not in _ACK_CODES:
         raise ValueError(f"{ack_code!r} is not an HL7 acknowledgment code")
     d = msh.delimiters
+    version = _version(msh)
     trigger = escape(msh.value(9, 2), d)
-    if _version(msh) >= (2, 4):
+    if version >= (2, 3, 1) or (not version and msh.value(9, 3)):
         message_type = d.component.join(["ACK", trigger, "ACK"])
     else:
         message_type = d.component.join(["ACK", trigger]) if trigger else "ACK"
+    # An unreadable version gets the v2.5 fields (the newer receivers' reading).
+    v25 = not version or version >= (2, 5)
+    eld = not v25 or err_fields == "both"
+    if not v25 and not text and errors:
+        text = errors[0].text
     header = [
         "MSH", msh.raw(2),
         msh.raw(5), msh.raw(6), msh.raw(3), msh.raw(4),  # MSH-3..6, sender and receiver swapped
@@ -177,6 +197,7 @@ def build_ack(msh: Segment, ack_code: str, *, errors: Sequence[ErrorDetail] = ()
     segments = [
         _join(header, d.field),
         _join(["MSA", ack_code, msh.raw(10), escape(_bounded(text), d)], d.field),
-        *(_err_segment(detail, d) for detail in errors),
+        *(_err_segment(detail, d, eld=eld, v25=v25 or err_fields == "both")
+          for detail in errors),
     ]
     return "\r".join(segments) + "\r"

@@ -24,7 +24,7 @@ one pass over its text, not the millions of strings it would split into.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # A sub-component is a str; a component a tuple of sub-components; a
 # repetition a tuple of components; a field a tuple of repetitions.
@@ -82,6 +82,9 @@ class Delimiters:
     repetition: str = "~"
     escape: str = "\\"
     subcomponent: str = "&"
+    # The codec the frame was decoded with (MSH-18): the bytes of ``\Xhh...\`` are
+    # decoded in it. Not a delimiter; ISO 8859-1 when the caller does not say.
+    codec: str = "latin-1"
 
     @property
     def encoding_characters(self) -> str:
@@ -193,16 +196,21 @@ class Message:
         return [seg for seg in self.segments if seg.name == name]
 
 
-def parse_message(text: str, limits: Limits | None = None) -> Message:
+def parse_message(text: str, limits: Limits | None = None, *,
+                  codec: str = "latin-1") -> Message:
     """Tokenize ER7 text. Accepts CR, LF or CRLF segment ends and blank lines.
 
-    Raises HL7ParseError when the text does not start with a usable MSH, and
-    HL7LimitError (a subclass) when ``limits`` are given and the message breaks one.
+    ``codec`` is the one the frame was decoded with (``DecodedFrame.codec``): the
+    bytes of ``\\Xhh...\\`` escapes are decoded in it. Raises HL7ParseError when
+    the text does not start with a usable MSH, and HL7LimitError (a subclass) when
+    ``limits`` are given and the message breaks one.
     """
     text = text.lstrip("\ufeff \t\r\n\x0b")
     if not text.startswith("MSH") or len(text) < 8:
         raise HL7ParseError("message does not start with an MSH segment")
     delims = _delimiters(text)
+    if codec != delims.codec:
+        delims = replace(delims, codec=codec)
     sep = delims.field
     segments: list[Segment] = []
     seen: dict[str, int] = {}
@@ -347,27 +355,61 @@ def _check_line(line: str, name: str, seq: int, d: Delimiters, limits: Limits) -
 
 
 def unescape(text: str, d: Delimiters) -> str:
-    """Decode HL7 escape sequences in one sub-component."""
+    """Decode HL7 escape sequences in one sub-component.
+
+    ``\\Xhh...\\`` is decoded in the message's own charset (``d.codec``), and
+    consecutive ones together, so a UTF-8 character split over two (``\\XC3\\\\XA9\\``)
+    is still one character. Bytes not valid in that charset are kept as sent,
+    escape and all: never guessed, never dropped.
+    """
     esc = d.escape
     if esc not in text:
         return text
     out: list[str] = []
+    hex_bytes = bytearray()  # consecutive \X..\ sequences, decoded together
+    hex_text: list[str] = []
     i = 0
     n = len(text)
     while i < n:
         ch = text[i]
+        close = text.find(esc, i + 1) if ch == esc else -1
+        seq = text[i + 1:close] if close != -1 else ""
+        if close != -1 and _is_hex_escape(seq):
+            hex_bytes += bytes.fromhex(seq[1:])
+            hex_text.append(text[i:close + 1])
+            i = close + 1
+            continue
+        if hex_text:
+            out.append(_decode_hex(bytes(hex_bytes), hex_text, d.codec))
+            hex_bytes.clear()
+            hex_text.clear()
         if ch != esc:
             out.append(ch)
             i += 1
             continue
-        close = text.find(esc, i + 1)
         if close == -1:  # a lone escape character is kept as data
             out.append(text[i:])
             break
-        seq = text[i + 1:close]
         out.append(_decode_escape(seq, d, text[i:close + 1]))
         i = close + 1
+    if hex_text:
+        out.append(_decode_hex(bytes(hex_bytes), hex_text, d.codec))
     return "".join(out)
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _is_hex_escape(seq: str) -> bool:
+    return (len(seq) > 1 and len(seq) % 2 == 1 and seq[0] == "X"
+            and _HEX.issuperset(seq[1:]))
+
+
+def _decode_hex(data: bytes, sources: list[str], codec: str) -> str:
+    try:
+        return data.decode(codec)
+    except (UnicodeDecodeError, LookupError):
+        return "".join(sources)
 
 
 def _decode_escape(seq: str, d: Delimiters, original: str) -> str:
@@ -375,11 +417,6 @@ def _decode_escape(seq: str, d: Delimiters, original: str) -> str:
               "R": d.repetition, "E": d.escape, ".br": "\n"}
     if seq in simple:
         return simple[seq]
-    if seq.startswith("X") and len(seq) > 1 and len(seq) % 2 == 1:
-        try:
-            return bytes.fromhex(seq[1:]).decode("latin-1")
-        except ValueError:
-            return original
     # Highlighting (\H\, \N\) and formatting codes carry no data for a worklist.
     if seq in ("H", "N") or seq.startswith((".sp", ".in", ".ti", ".sk", ".ce", ".fi", ".nf")):
         return ""

@@ -58,6 +58,10 @@ class MllpSettings(Section):
         "UTF-8": "utf-8", "UTF8": "utf-8", "WINDOWS-1252": "cp1252", "CP1252": "cp1252",
         "LATIN1": "iso8859-1", "LATIN-1": "iso8859-1", "ISO-8859-1": "iso8859-1",
     })
+    # Senders (MSH-3.1, compared case-insensitively) whose ACKs carry ERR-1 (ELD)
+    # and ERR-2..8 whatever their MSH-12; every other sender gets the ERR of its
+    # own version (docs/hl7-interface.md, section 6). "*" means every sender.
+    ack_err_both: list[str] = Field(default_factory=list)
     tls: TlsSettings = TlsSettings()
     allow: MllpAllowSettings = MllpAllowSettings()
 

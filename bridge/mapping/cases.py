@@ -19,6 +19,11 @@ must be rejected with:
     mapping: ihe-swf-orm-v231
     error: {ack: AE, code: 102, location: OBR^1^18, attribute: AccessionNumber}
 
+An expected file with ``hand-written: true`` was written by hand from the IHE tables,
+not from the mapping's output: ``mwl-bridge mapping test --update`` refuses to
+overwrite it, so that a regeneration cannot bless a regression. Each shipped profile
+keeps at least one such case.
+
 ``<case>.expected.json`` may instead hold DICOM JSON (PS3.18 F.2): a list of
 items, or ``{"mapping": ..., "items": [...]}``. Items are compared whole: an
 attribute the mapping adds or drops is a difference, so a mapping change shows
@@ -57,6 +62,10 @@ Status = Literal["pass", "fail", "new", "broken"]
 
 class CaseError(ValueError):
     """A case that cannot be run: unreadable message, malformed expected file."""
+
+
+class HandWrittenCase(CaseError):
+    """--update was asked to overwrite an expected file written by hand."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +146,7 @@ def read_message(path: Path, *, default_charset: str, aliases: dict[str, str]) -
         raise CaseError(f"{path}: holds {len(frames)} messages; a case holds exactly one")
     try:
         decoded = decode_frame(frames[0], default=default_charset, aliases=aliases)
-        return parse_message(decoded.text)
+        return parse_message(decoded.text, codec=decoded.codec)
     except (CharsetError, HL7ParseError) as exc:
         raise CaseError(f"{path}: {exc}") from None
 
@@ -232,7 +241,11 @@ class ErrorSpec(_Strict):
 
 
 class CaseSpec(_Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
     mapping: str | None = Field(default=None, description="the mapping that must route it")
+    hand_written: bool = Field(default=False, alias="hand-written",
+                               description="written by hand: --update never overwrites it")
     ignore: list[str] = Field(default_factory=list, description="keywords not compared")
     items: list[Any] | None = None
     error: ErrorSpec | None = None
@@ -251,6 +264,7 @@ class Expected:
     items: list[dict[str, Any]] | None
     error: ErrorSpec | None
     ignore: set[str]
+    hand_written: bool = False
 
 
 def load_expected(path: Path) -> Expected:
@@ -270,7 +284,21 @@ def load_expected(path: Path) -> Expected:
             raise doc.error(("ignore", i), f"unknown DICOM keyword {keyword!r}")
     items = _expected_items(doc, spec.items, ignore, ("items",)) \
         if spec.items is not None else None
-    return Expected(spec.mapping, items, spec.error, ignore)
+    return Expected(spec.mapping, items, spec.error, ignore, spec.hand_written)
+
+
+def is_hand_written(path: Path) -> bool:
+    """Whether an expected file says ``hand-written: true`` (read leniently: a file that
+    does not parse is not taken for a generated one either, when it names the key)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    try:
+        data = json.loads(text) if path.name.endswith(JSON_SUFFIX) else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError):
+        return "hand-written" in text
+    return isinstance(data, dict) and data.get("hand-written") is True
 
 
 def _load_json(path: Path) -> Expected:
@@ -281,8 +309,9 @@ def _load_json(path: Path) -> Expected:
     except json.JSONDecodeError as exc:
         raise SourceError(path, exc.lineno, "", f"invalid JSON: {exc.msg}") from None
     mapping = None
+    hand = isinstance(data, dict) and data.get("hand-written") is True
     if isinstance(data, dict):
-        unknown = set(data) - {"mapping", "items"}
+        unknown = set(data) - {"mapping", "items", "hand-written"}
         if unknown or "items" not in data:
             raise SourceError(path, None, ", ".join(sorted(unknown)) or "items",
                               'a DICOM JSON case is a list of items or {"mapping": ..., '
@@ -297,7 +326,7 @@ def _load_json(path: Path) -> Expected:
         except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds for bad JSON
             raise SourceError(path, None, f"items[{i}]",
                               f"not a DICOM JSON dataset: {exc}") from None
-    return Expected(mapping, items, None, set())
+    return Expected(mapping, items, None, set(), hand)
 
 
 def dump_yaml(data: Any) -> str:
@@ -306,7 +335,15 @@ def dump_yaml(data: Any) -> str:
 
 
 def write_expected(case: Case, actual: dict[str, Any]) -> Path:
-    """Write what the mapping makes of the case as its expected YAML file."""
+    """Write what the mapping makes of the case as its expected YAML file.
+
+    Raises HandWrittenCase, and writes nothing, when the case's expected file (YAML or
+    JSON) is marked ``hand-written: true``."""
+    for path in (case.yaml_path, case.json_path):
+        if path.is_file() and is_hand_written(path):
+            raise HandWrittenCase(f"{path}: written by hand (hand-written: true); --update "
+                                  "does not overwrite it: fix the mapping, or edit the "
+                                  "file by hand from the IHE tables")
     header = (f"# Golden case for {case.message.name}: what the mapping must make of it.\n"
               "# Written by `mwl-bridge mapping test --update`: read it before you commit it.\n")
     case.yaml_path.write_text(header + dump_yaml(actual), encoding="utf-8")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from pydicom import Dataset
+from pydicom.datadict import dictionary_description
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.tag import BaseTag
 from pydicom.uid import generate_uid
@@ -353,11 +354,24 @@ class AttributeRule:
                                 f"{self.keyword} is required but {group.segment.name} group "
                                 f"{group.seq} has no {first.segment} segment (for {source})",
                                 location=group.erl, attribute=self.keyword)
+        location = (self.primary.missing_location(ctx, anchor)
+                    if self.primary is not None else "")
         return MappingError(codes.REQUIRED_FIELD_MISSING,
                             f"{self.keyword} is required but {source} has no value",
-                            location=self.primary.missing_location(ctx, anchor)
-                            if self.primary is not None else "",
-                            attribute=self.keyword)
+                            location=location, attribute=self.keyword,
+                            text=readable_missing(self.keyword, location))
+
+
+def readable_missing(keyword: str, location: str) -> str:
+    """ERR-8 for a RIS operator: "Patient ID missing (PID-3)", not the mapping's
+    source expression. The field is the ERL's segment and field number."""
+    try:
+        name = dictionary_description(keyword)
+    except (KeyError, ValueError):
+        name = keyword
+    parts = location.split("^")
+    where = f" ({parts[0]}-{parts[2]})" if len(parts) >= 3 and parts[2] else ""
+    return f"{name} missing{where}"
 
 
 def _ordinal(n: int) -> str:

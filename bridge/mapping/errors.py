@@ -25,7 +25,8 @@ class MappingError(Exception):
     """
 
     def __init__(self, code: int, log_text: str, *, location: str = "", attribute: str = "",
-                 ack_code: str = "AE", value: str | None = None) -> None:
+                 ack_code: str = "AE", value: str | None = None,
+                 text: str | None = None) -> None:
         self.code = code
         self.location = location
         self.attribute = attribute
@@ -33,7 +34,10 @@ class MappingError(Exception):
         self._log_text = log_text
         # The value is quoted cut short (bridge.hl7.ack.echo): a 1 MB value must not
         # travel back whole in ERR-8.
-        self.text = f"{log_text}; got {echo(value)}" if value else log_text
+        # ``text``, when given, is the sentence for a RIS operator (ERR-8, MSA-3);
+        # ``log_text`` may then say more about the mapping (its source expression).
+        said = text if text is not None else log_text
+        self.text = f"{said}; got {echo(value)}" if value else said
         super().__init__(self.text)
 
     @property

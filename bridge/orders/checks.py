@@ -44,7 +44,7 @@ def check_patient(patient: Dataset, pid: Segment | None, settings: PatientChecks
         # A mapping without `required: true` on PatientID still must not store an
         # item no modality can file images against.
         raise Rejection("AE", errors.REQUIRED_FIELD_MISSING, PID_ID,
-                        "PatientID is required but PID-3 has no value")
+                        "Patient ID missing (PID-3)")
     if settings.trusted_issuers and issuer not in settings.trusted_issuers:
         rep = _id_repetition(pid, patient_id)
         raise Rejection("AE", errors.TABLE_VALUE_NOT_FOUND, f"PID^1^3^{rep}^4",

@@ -109,6 +109,7 @@ class Ingest:
         self._commits = commits
         self._metrics = metrics  # messages by type and outcome, ACK latency
         self._settings = settings
+        self._err_both = frozenset(a.casefold() for a in settings.ack_err_both)
         self._log_phi = log_phi
         self._orders = orders or OrdersSettings()
         self._intake = Intake(mappings, self._orders)
@@ -227,7 +228,7 @@ class Ingest:
         work: Work | Rejection
         mapping = ""
         try:
-            message = parse_message(decoded.text, self._limits)
+            message = parse_message(decoded.text, self._limits, codec=decoded.codec)
             problem = _control_id_problem(header)
             if problem is not None:
                 work = problem
@@ -302,7 +303,9 @@ class Ingest:
              errors: Sequence[ErrorDetail] = ()) -> bytes:
         now = datetime.now()
         control_id = self._ack_ids.next(now)
-        text = build_ack(header, code, errors=errors, control_id=control_id, now=now)
+        both = "*" in self._err_both or header.value(3, 1).casefold() in self._err_both
+        text = build_ack(header, code, errors=errors, control_id=control_id, now=now,
+                         err_fields="both" if both else "version")
         return encode_text(text, codec)
 
 

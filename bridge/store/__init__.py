@@ -40,8 +40,9 @@ def open_store(settings: StoreSettings, data_dir: Path) -> Store:
     if settings.backend == "postgresql":
         from bridge.store.postgresql import PostgresStore
 
-        store: Store = PostgresStore(settings.postgresql_dsn)
+        store: Store = PostgresStore(settings.postgresql_dsn,
+                                     password=settings.postgresql_password())
     else:
-        store = SqliteStore(settings.sqlite_file(data_dir))
+        store = SqliteStore(settings.sqlite_file(data_dir), key=settings.sqlcipher_key())
     store.migrate()
     return store

@@ -27,7 +27,7 @@ class PostgresStore(SqlStore):
     dialect = migrations.POSTGRESQL
     param = "%s"
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, password: str | None = None) -> None:
         super().__init__()
         try:
             import psycopg
@@ -36,10 +36,12 @@ class PostgresStore(SqlStore):
                              "pip install 'mwl-bridge[postgresql]'") from None
         self._psycopg = psycopg
         self.dsn = dsn
+        # store.postgresql_password_file: given to libpq beside the DSN, never in it.
+        self._auth: dict[str, Any] = {} if password is None else {"password": password}
 
     def _connect(self, *, writer: bool) -> Any:
         try:
-            return self._psycopg.connect(self.dsn, autocommit=False)
+            return self._psycopg.connect(self.dsn, autocommit=False, **self._auth)
         except self._psycopg.Error as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from None
 
@@ -94,7 +96,7 @@ class PostgresStore(SqlStore):
             while not stop.is_set():
                 try:
                     if conn is None:
-                        conn = psycopg.connect(self.dsn, autocommit=True)
+                        conn = psycopg.connect(self.dsn, autocommit=True, **self._auth)
                         conn.execute(f"LISTEN {channel}")
                         on_notify("")
                     for note in conn.notifies(timeout=0.5):

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from bridge.addresses import address_in, networks
 from bridge.logsafe import shown
-from bridge.worklist.settings import DicomPeer, DicomSettings
+from bridge.worklist.settings import CalledAeView, DicomPeer, DicomSettings
 
 LOGGER = logging.getLogger(__name__)
 
@@ -79,6 +79,10 @@ class PeerProfile:
     worklist_labels: tuple[str, ...] = ()
     max_associations: int = 0  # 0: no per-AE limit
     max_answers: int | None = None  # None: worklist.max_answers; 0: no cap
+    # Whether character_set is this AE's own setting (dicom.known_aes.<AE>.character_set).
+    # When not, a query that names its (0008,0005) is answered in that set where the
+    # item fits it (bridge/worklist/scp.py, docs/conformance-statement.md section 5).
+    own_character_set: bool = False
 
 
 class AccessPolicy:
@@ -102,6 +106,7 @@ class AccessPolicy:
         return PeerProfile(
             ae_title=ae_title, known=True,
             character_set=peer.character_set or d.character_set,
+            own_character_set=peer.character_set is not None,
             unencodable=peer.unencodable or d.unencodable,
             station_from_calling_ae=peer.station_from_calling_ae,
             stations=tuple(peer.stations), modalities=tuple(peer.modalities),
@@ -112,6 +117,12 @@ class AccessPolicy:
     def profile(self, calling_ae: str) -> PeerProfile:
         found = self._profiles.get(calling_ae.strip())
         return found if found is not None else self._profile(calling_ae.strip(), None)
+
+    def view(self, called_ae: str) -> CalledAeView | None:
+        """The worklist view of a called AE title in dicom.called_aes (None: all of it)."""
+        if called_ae.strip() == self._dicom.ae_title:
+            return None
+        return self._dicom.called_aes.get(called_ae.strip())
 
     @property
     def character_sets(self) -> set[str]:
@@ -157,9 +168,10 @@ class AccessPolicy:
         if hosts and not address_in(address, hosts):
             return Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_CALLING_AE,
                              f"calling AE '{shown(calling)}' is not allowed from {address}")
-        if d.require_called_ae and called != d.ae_title:
+        if d.require_called_ae and called != d.ae_title and called not in d.called_aes:
+            also = " nor in dicom.called_aes" if d.called_aes else ""
             return Rejection(REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_CALLED_AE,
-                             f"called AE '{shown(called)}' is not '{d.ae_title}'")
+                             f"called AE '{shown(called)}' is not '{d.ae_title}'{also}")
         limit = self.profile(calling).max_associations
         if limit and active_of_same_ae >= limit:
             return Rejection(REJECTED_TRANSIENT, SOURCE_PROVIDER_PRESENTATION,

@@ -20,7 +20,7 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag
+from pydicom.tag import BaseTag, Tag
 from pydicom.valuerep import PersonName
 
 from bridge.worklist.charset import TEXT_VRS, encodable, python_codecs, transliterate
@@ -76,7 +76,7 @@ def _shape(item: Dataset, request: Dataset) -> Dataset:
             shaped.add(_empty(tag, key))
         elif stored.VR == "SQ":
             template = _template(key)
-            items = [_shape(i, template) if template is not None else _whole(i)
+            items = [_shape(i, template) if template is not None else _expanded(tag, i)
                      for i in stored.value]
             shaped.add(DataElement(tag, "SQ", Sequence(items)))
         else:
@@ -90,6 +90,45 @@ def _template(key: DataElement) -> Dataset | None:
         return None
     items: Sequence = key.value
     return items[0]
+
+
+# What an empty sequence key (no item, or one empty item) returns, as DCMTK's wlmscpfs
+# does (PS3.4 C.2.2.2.6: every attribute of the sequence's item is then asked for):
+# these attributes, empty where the item has no value, and every other attribute the
+# stored item has. Sequences not listed here return their stored items whole.
+_CODE_ITEM = ("CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion", "CodeMeaning")
+_REFERENCE_ITEM = ("ReferencedSOPClassUID", "ReferencedSOPInstanceUID")
+EXPANDED_SEQUENCES: dict[str, tuple[str, ...]] = {
+    "ScheduledProcedureStepSequence": (
+        "ScheduledStationAETitle", "ScheduledProcedureStepStartDate",
+        "ScheduledProcedureStepStartTime", "Modality", "ScheduledPerformingPhysicianName",
+        "ScheduledProcedureStepDescription", "ScheduledStationName",
+        "ScheduledProcedureStepLocation", "PreMedication", "ScheduledProcedureStepID",
+        "RequestedContrastAgent", "CommentsOnTheScheduledProcedureStep",
+        "ScheduledProcedureStepStatus", "ScheduledProcedureStepEndDate",
+        "ScheduledProcedureStepEndTime", "ScheduledProtocolCodeSequence"),
+    "ScheduledProtocolCodeSequence": _CODE_ITEM,
+    "RequestedProcedureCodeSequence": _CODE_ITEM,
+    "ReferencedStudySequence": _REFERENCE_ITEM,
+    "ReferencedPatientSequence": _REFERENCE_ITEM,
+}
+_EXPANDED_TAGS = {Tag(keyword): names for keyword, names in EXPANDED_SEQUENCES.items()}
+
+
+def _expanded(tag: BaseTag, item: Dataset) -> Dataset:
+    """A stored sequence item for an empty sequence key (see EXPANDED_SEQUENCES)."""
+    names = _EXPANDED_TAGS.get(tag)
+    if names is None:
+        return _whole(item)
+    template = Dataset()
+    for name in names:
+        sub = Tag(name)
+        vr = str(dictionary_VR(sub))
+        template.add(DataElement(sub, vr, Sequence() if vr == "SQ" else None))
+    for elem in item:
+        if elem.tag not in template:
+            template.add(DataElement(elem.tag, elem.VR, Sequence() if elem.VR == "SQ" else None))
+    return _shape(item, template)
 
 
 def _whole(item: Dataset) -> Dataset:

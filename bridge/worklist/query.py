@@ -162,6 +162,10 @@ class QueryScope:
     modalities: tuple[str, ...] = ()
     worklist_labels: tuple[str, ...] = ()
     max_answers: int | None = None  # this AE's cap; None: worklist.max_answers
+    # The called AE title's view (dicom.called_aes), applied on top of the above.
+    view_stations: tuple[str, ...] = ()
+    view_modalities: tuple[str, ...] = ()
+    view_labels: tuple[str, ...] = ()
 
 
 class Condition(Protocol):
@@ -256,6 +260,13 @@ class _Planner:
         if scope.worklist_labels:
             self._conditions.append(OneOfCondition(WORKLIST_LABEL,
                                                    frozenset(scope.worklist_labels)))
+        if scope.view_stations:
+            self._matches.append(AnyOf(Column.STATION_AET, scope.view_stations))
+        if scope.view_modalities:
+            self._matches.append(AnyOf(Column.MODALITY, scope.view_modalities))
+        if scope.view_labels:
+            self._conditions.append(OneOfCondition(WORKLIST_LABEL,
+                                                   frozenset(scope.view_labels)))
 
     def _skipped(self, elem: DataElement) -> bool:
         use = key_use(elem)

@@ -50,7 +50,9 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from pydicom import Dataset
 from pydicom.charset import convert_encodings
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
+from pydicom.uid import UID
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND
@@ -79,7 +81,7 @@ from bridge.worklist.query import (
     QueryScope,
     build_query,
 )
-from bridge.worklist.settings import DicomSettings, WorklistSettings
+from bridge.worklist.settings import CalledAeView, DicomSettings, WorklistSettings
 
 if TYPE_CHECKING:
     from bridge.telemetry import Metrics
@@ -306,6 +308,7 @@ class WorklistSCP:
                 # Inside the lock: a concurrent count must already skip this one.
                 assoc.is_rejected = True
         if rejection is None:
+            prefer_requested_syntaxes(assoc)
             return
         LOGGER.warning("association %s -> %s from %s rejected (result %d, source %d, "
                        "reason %d): %s", shown(calling), shown(called), address,
@@ -350,7 +353,8 @@ class WorklistSCP:
         profile = self._access.profile(str(event.assoc.requestor.ae_title))
         try:
             identifier = self._identifier(event, profile)
-            plan = build_query(identifier, self._worklist, _scope(profile))
+            plan = build_query(identifier, self._worklist,
+                               _scope(profile, self._access.view(_called(event.assoc))))
         except QueryError as exc:
             # The comment names attributes and byte offsets, never values.
             LOGGER.warning("C-FIND from %s refused (0x%04X): %s", shown(profile.ae_title),
@@ -419,6 +423,7 @@ class WorklistSCP:
                 items: Iterator[Dataset], pending: int,
                 profile: PeerProfile) -> Iterator[_Response]:
         sent = 0
+        character_set = answer_character_set(identifier, profile)
         while True:
             try:
                 item = next(items, None)
@@ -448,14 +453,69 @@ class WorklistSCP:
                 yield CANCELLED, None
                 return
             try:
-                answer = shape_answer(item, identifier, profile.character_set,
-                                      profile.unencodable)
+                answer = shape_answer(item, identifier, character_set, profile.unencodable)
             except Exception as exc:  # noqa: BLE001 - one bad item must not end the SCP
                 yield _unanswerable(exc), None
                 return
             yield pending, answer
             sent += 1
 
+
+
+def prefer_requested_syntaxes(assoc: Association) -> None:
+    """Let the SCU's order of transfer syntaxes decide, as DCMTK's SCPs do.
+
+    pynetdicom accepts, for each proposed context, the first of *its own* transfer
+    syntaxes that the SCU proposed (Implicit VR LE before Explicit VR LE). Run
+    before its negotiation (EVT_REQUESTED), this sorts this association's copy of
+    the supported contexts by the order the SCU proposed them in, so an SCU that
+    proposes Explicit VR LE first gets Explicit VR LE.
+    """
+    request = assoc.requestor.primitive
+    if request is None:
+        return
+    ranks: dict[str, dict[str, int]] = {}
+    for proposed in request.presentation_context_definition_list:
+        order = ranks.setdefault(str(proposed.abstract_syntax), {})
+        for syntax in proposed.transfer_syntax:
+            order.setdefault(str(syntax), len(order))
+    contexts = assoc.acceptor.supported_contexts  # this association's own copy
+    for context in contexts:
+        wanted = ranks.get(str(context.abstract_syntax))
+        if wanted:
+            context.transfer_syntax = _by_rank(context.transfer_syntax, wanted)
+    assoc.acceptor.supported_contexts = contexts
+
+
+def _by_rank(syntaxes: Sequence[str], ranks: dict[str, int]) -> list[str | bytes | UID]:
+    """``syntaxes`` in the order of ``ranks``; those not ranked last, in their order."""
+    last = len(ranks)
+    return sorted(syntaxes, key=lambda uid: ranks.get(str(uid), last))
+
+
+def answer_character_set(identifier: Dataset, profile: PeerProfile) -> str:
+    """The set to answer in: the AE's own setting when it has one; else the set the
+    query names in (0008,0005), when pydicom knows it; else dicom.character_set.
+
+    An item the chosen set can't hold is handled by the ``unencodable`` policy in
+    shape_answer (and logged there).
+    """
+    if profile.own_character_set:
+        return profile.character_set
+    named = identifier.get("SpecificCharacterSet")
+    terms = [str(t).strip() for t in (named if isinstance(named, MultiValue) else [named])
+             if t is not None]
+    value = "\\".join(terms)
+    if not value.strip("\\ "):
+        return profile.character_set
+    try:
+        python_codecs(value)
+    except ValueError:
+        LOGGER.info("C-FIND from %s names Specific Character Set %s, which is not known; "
+                    "answering in %s", shown(profile.ae_title), shown(value),
+                    profile.character_set)
+        return profile.character_set
+    return value
 
 
 def _tune_pynetdicom_logging() -> None:
@@ -511,12 +571,20 @@ class PeerTextFilter(logging.Filter):
 _PEER_TEXT_FILTER = PeerTextFilter()
 
 
-def _scope(profile: PeerProfile) -> QueryScope:
+def _scope(profile: PeerProfile, view: CalledAeView | None = None) -> QueryScope:
     return QueryScope(calling_ae=profile.ae_title,
                       station_from_calling_ae=profile.station_from_calling_ae,
                       stations=profile.stations, modalities=profile.modalities,
                       worklist_labels=profile.worklist_labels,
-                      max_answers=profile.max_answers)
+                      max_answers=profile.max_answers,
+                      view_stations=tuple(view.stations) if view else (),
+                      view_modalities=tuple(view.modalities) if view else (),
+                      view_labels=tuple(view.worklist_labels) if view else ())
+
+
+def _called(assoc: Association) -> str:
+    request = assoc.requestor.primitive
+    return str(request.called_ae_title).strip() if request is not None else ""
 
 
 def _live(assoc: Association) -> bool:

@@ -33,6 +33,17 @@ class DicomPeer(Section):
         classmethod(lambda cls, v: v if v is None else dicom_charset(v)))
 
 
+class CalledAeView(Section):
+    """One more called AE title the SCP answers to (dicom.called_aes), with its own view
+    of the worklist: like several wlmscpfs instances, one per worklist, in one daemon.
+    Empty lists restrict nothing; they narrow a query, never widen it, and add to what
+    the calling AE itself may see (dicom.known_aes)."""
+
+    stations: list[str] = Field(default_factory=list)
+    modalities: list[str] = Field(default_factory=list)
+    worklist_labels: list[str] = Field(default_factory=list)  # (0074,1202)
+
+
 class DicomSettings(Section):
     host: str = "127.0.0.1"
     port: Port = 11112
@@ -59,6 +70,8 @@ class DicomSettings(Section):
     max_associations_per_ae: int = Field(default=0, ge=0)  # 0: only the total limit
     unencodable: Literal["utf8", "transliterate"] = "utf8"
     known_aes: dict[str, DicomPeer] = Field(default_factory=dict)
+    # Further called AE titles, each with its own worklist view (ae_title sees all).
+    called_aes: dict[str, CalledAeView] = Field(default_factory=dict)
     tls: TlsSettings = TlsSettings()
 
     _check_aet = field_validator("ae_title")(classmethod(lambda cls, v: ae_title(v)))
@@ -68,6 +81,13 @@ class DicomSettings(Section):
     @field_validator("known_aes")
     @classmethod
     def _known_ae_titles(cls, value: dict[str, DicomPeer]) -> dict[str, DicomPeer]:
+        for title in value:
+            ae_title(title)
+        return value
+
+    @field_validator("called_aes")
+    @classmethod
+    def _called_ae_titles(cls, value: dict[str, CalledAeView]) -> dict[str, CalledAeView]:
         for title in value:
             ae_title(title)
         return value

@@ -153,7 +153,7 @@ def test_dead_letters_show_the_reason_and_replay(console: Console):
     page = api.post("/api/messages/search", json={"outcome": "rejected"}).json()
     (dead,) = page["items"]
     detail = api.get(f"/api/messages/{dead['id']}").json()
-    assert detail["ack_code"] == "AE" and "PatientID" in detail["error"]
+    assert detail["ack_code"] == "AE" and "Patient ID missing (PID-3)" in detail["error"]
     pid = next(s for s in detail["segments"] if s["segment"] == "PID")
     assert pid["fields"][2]["position"] == "PID-3"
     assert any(s["segment"] == "MSA" for s in detail["ack_segments"])

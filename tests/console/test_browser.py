@@ -152,7 +152,7 @@ def test_order_to_dashboard_worklist_and_cancel_in_the_browser(browser, site, tm
     c.daemon.send(FIXTURES / "orm-missing-pid3.hl7")
     page.goto("/messages?outcome=rejected")
     page.locator("#messages tbody tr a").first.click()
-    expect(page.locator("#reason")).to_contain_text("PatientID")
+    expect(page.locator("#reason")).to_contain_text("Patient ID missing (PID-3)")
     page.get_by_role("button", name="Replay").click()
     expect(page.get_by_role("status")).to_contain_text("replayed as message")
     w.shot("09-dead-letter")
@@ -203,7 +203,7 @@ def test_a_bad_order_is_fixed_in_the_mapping_and_replayed_to_aa(browser, tmp_pat
         expect(page.locator('[data-k="dead_letters"]')).to_have_text("1")
         page.get_by_role("link", name="rejected messages").click()
         page.locator("#messages tbody tr a").first.click()
-        expect(page.locator("#reason")).to_contain_text("PatientID")
+        expect(page.locator("#reason")).to_contain_text("Patient ID missing (PID-3)")
         expect(page.locator("ol.hl7 .fld[title='PID-2']").first).to_contain_text("PAT10001")
         w.shot("12-dead-letter-before-fix")
 

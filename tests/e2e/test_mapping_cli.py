@@ -46,7 +46,9 @@ def test_mapping_test_shows_a_diff_then_update_records_the_new_output(config, tm
     src = MAPPINGS / "cases" / "ihe-swfb-omi-v251"
     shutil.copy(src / "two-orders.hl7", cases)
     expected = cases / "two-orders.expected.yaml"
+    # A generated expected file: the shipped one is hand-written, which --update refuses.
     expected.write_text((src / "two-orders.expected.yaml").read_text(encoding="utf-8")
+                        .replace("hand-written: true\n", "")
                         .replace("Modality: US", "Modality: MR"), encoding="utf-8")
     shutil.copy(FIXTURES / "omg-o19-ct.hl7", cases / "new-omg.hl7")
     res = run("-c", str(config), "mapping", "test", str(cases))
@@ -70,6 +72,29 @@ def test_mapping_test_shows_a_diff_then_update_records_the_new_output(config, tm
         "# Golden case for new-omg.hl7")
     res = run("-c", str(config), "mapping", "test", "-q", str(cases))
     assert (res.returncode, res.stdout) == (0, "2 passed, 0 failed\n")
+
+
+def test_mapping_test_update_refuses_to_overwrite_a_hand_written_case(config,
+                                                                      tmp_path) -> None:
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    src = MAPPINGS / "cases" / "ihe-swf-orm-v231"
+    shutil.copy(src / "ct-chest-with-zds.hl7", cases)
+    expected = cases / "ct-chest-with-zds.expected.yaml"
+    text = (src / "ct-chest-with-zds.expected.yaml").read_text(encoding="utf-8")
+    assert "\nhand-written: true\n" in text
+    broken = text.replace("Modality: CT  ", "Modality: MR  ")  # a regression to bless
+    assert broken != text
+    expected.write_text(broken, encoding="utf-8")
+    res = run("-c", str(config), "mapping", "test", "--update", str(cases))
+    assert res.returncode == 1, res.stdout
+    out = res.stdout.splitlines()
+    assert out[0].startswith("FAIL    ")
+    assert f"        not updated: {expected}: written by hand (hand-written: true); " \
+           "--update does not overwrite it: fix the mapping, or edit the file by hand " \
+           "from the IHE tables" in out
+    assert out[-1] == "0 passed, 1 failed"
+    assert expected.read_text(encoding="utf-8") == broken
 
 
 def test_mapping_test_cannot_run_without_cases(config, tmp_path) -> None:

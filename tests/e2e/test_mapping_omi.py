@@ -41,12 +41,13 @@ def test_omg_and_plain_orm_reach_the_worklist(daemon, tmp_path) -> None:
                       FIXTURES / "orm-noextras-unknown-code.hl7")
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith(str(FIXTURES))]
     assert [ln.rsplit(": ", 1)[1] for ln in lines] == ["AA", "AA", "AE"], res.stdout
-    # The rejection names the field (ERR-2), the code (ERR-3) and the table (ERR-8).
+    # A v2.3 message: the rejection names the field and the code in ERR-1 (ELD), the
+    # table in MSA-3 (there is no ERR-8 before v2.5; hl7-interface.md section 6).
     [err] = [ln.strip() for ln in res.stdout.splitlines() if ln.strip().startswith("ERR|")]
-    fields = err.split("|")
-    assert (fields[2], fields[3].split("^")[0]) == ("OBR^1^4^1^1", "103")
-    assert fields[8] == ("Modality (OBR-4.1) is not a key of lookup table procedures "
-                         "(procedures.csv); got 'PET-BRAIN'")
+    assert err == "ERR|OBR^1^4^103&Table value not found&HL70357"
+    [msa] = [ln.strip() for ln in res.stdout.splitlines() if ln.strip().startswith("MSA|AE")]
+    assert msa.split("|")[3] == ("Modality (OBR-4.1) is not a key of lookup table procedures "
+                                 "(procedures.csv); got 'PET-BRAIN'")
     ct03 = daemon.findscu(tmp_path, f"{SPS}.ScheduledStationAETitle=CT03", *KEYS)
     assert [str(ds.AccessionNumber) for ds in ct03] == ["ACC20261128201"]
     plain = daemon.findscu(tmp_path, "AccessionNumber=N48*", *KEYS)

@@ -120,8 +120,10 @@ def test_missing_patient_id_gets_ae_with_err_and_nothing_is_stored(daemon, tmp_p
     assert ack.first("MSA").value(2) == "MSG-20261128-0901"
     err = ack.first("ERR")
     assert err is not None
-    assert err.raw(2) == "PID^1^3^1^1"
-    assert err.value(3, 1) == "101"
+    # v2.3.1: ERR-1 (ELD) only, the sentence in MSA-3 (docs/hl7-interface.md, section 6)
+    assert [err.value(1, c) for c in (1, 2, 3)] == ["PID", "1", "3"]
+    assert err.value(1, 4) == "101"
+    assert ack.first("MSA").value(3) == "Patient ID missing (PID-3)"
     assert daemon.findscu(tmp_path, "AccessionNumber=ACC20261128901") == []
     assert daemon.alive() and daemon.echoscu() == 0
     # The rejected message is kept whole, with its reason.
@@ -136,8 +138,8 @@ def test_value_too_long_for_its_vr_is_rejected_naming_field_and_attribute(daemon
     ack = _ack_from_cli(res.stdout)
     err = ack.first("ERR")
     assert ack.first("MSA").value(1) == "AE"
-    assert err.raw(2).startswith("OBR^1^18")
-    assert "AccessionNumber" in err.raw(8)
+    assert err.raw(1).startswith("OBR^1^18^")  # v2.3.1: ERR-1 (ELD), text in MSA-3
+    assert "AccessionNumber" in ack.first("MSA").raw(3)
 
 
 def test_frame_that_is_not_hl7_is_closed_and_the_daemon_keeps_serving(daemon):
@@ -159,8 +161,8 @@ def test_unknown_character_set_gets_ar_at_msh18(daemon):
         s.sendall(encode_frame(msg))
         ack = parse_message(_read_frame(s).decode("ascii"))
     assert ack.first("MSA").value(1) == "AR"
-    assert ack.first("ERR").raw(2) == "MSH^1^18^1^1"
-    assert ack.first("ERR").value(3, 1) == "103"
+    # v2.3.1: ERR-1 (ELD) only: segment ^ sequence ^ field ^ code (hl7-interface.md 6)
+    assert [ack.first("ERR").value(1, c) for c in (1, 2, 3, 4)] == ["MSH", "1", "18", "103"]
 
 
 def test_accepted_orders_survive_a_restart(tmp_path):

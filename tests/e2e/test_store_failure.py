@@ -94,8 +94,9 @@ def test_store_failure_answers_ar_207_and_the_resend_is_applied_once(daemon, tmp
 
     msa, err = ack.first("MSA"), ack.first("ERR")
     assert (msa.value(1), msa.value(2)) == ("AR", CONTROL_ID)
-    assert err is not None and err.value(3, 1) == "207"
-    assert err.value(8) == "message not stored: application internal error; please resend"
+    # v2.3.1: ERR-1 (ELD) only, the sentence in MSA-3 (docs/hl7-interface.md, section 6)
+    assert err is not None and err.value(1, 4) == "207"
+    assert msa.value(3) == "message not stored: application internal error; please resend"
     assert daemon.alive()
     # Nothing half applied: no message row, no item, no patient, no history, no outbox row.
     assert _rows(db) == before
@@ -129,8 +130,8 @@ def test_oversize_frame_gets_ar_207_and_its_head_is_a_dead_letter(tmp_path):
         ack = parse_message(_exchange(d.mllp_port, big).decode("ascii"))
         msa, err = ack.first("MSA"), ack.first("ERR")
         assert (msa.value(1), msa.value(2)) == ("AR", CONTROL_ID)
-        assert err is not None and err.value(3, 1) == "207"
-        assert err.value(8) == (f"message of {size} bytes exceeds the maximum frame size "
+        assert err is not None and err.value(1, 4) == "207"  # v2.3.1: ERR-1, MSA-3
+        assert msa.value(3) == (f"message of {size} bytes exceeds the maximum frame size "
                                 f"of {MAX_FRAME} bytes")
         assert logged(d, f"frame of {size} bytes from", f"over the {MAX_FRAME} byte limit")
         # Not applied, and the daemon keeps serving.

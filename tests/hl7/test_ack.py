@@ -29,7 +29,7 @@ def test_v231_header_and_msa():
     msh = ack.msh
     assert [msh.value(n) for n in (3, 4, 5, 6)] == ["MWL", "HOSPITAL", "RIS", "RADIOLOGY"]
     assert msh.value(7) == "20261128090507"
-    assert msh.raw(9) == "ACK^O01"
+    assert msh.raw(9) == "ACK^O01^ACK"  # v2.3.1 defines MSG.3, the message structure
     assert (msh.value(10), msh.value(11), msh.value(12), msh.value(18)) == \
         ("ACK-9", "P", "2.3.1", "8859/1")
     msa = ack.first("MSA")
@@ -49,32 +49,56 @@ def test_processing_id_defaults_to_p():
     assert ack_of(message).msh.value(11) == "P"
 
 
-@pytest.mark.parametrize("message", [ORM_231, OMI_251])
-def test_err_is_filled_for_both_generations(message: str):
-    detail = ErrorDetail(code=101, location="PID^1^3^1^1", text="Patient ID missing")
-    ack = ack_of(message, "AE", errors=[detail], text="see ERR")
-    assert ack.first("MSA").value(1) == "AE"
-    assert ack.first("MSA").value(3) == "see ERR"
+def test_v23_msh9_has_no_structure_component():
+    message = "MSH|^~\\&|RIS|R|MWL|H|20261128||ORM^O01|C1|P|2.3\rPID|1\r"
+    assert ack_of(message).msh.raw(9) == "ACK^O01"
+
+
+DETAIL = ErrorDetail(code=101, location="PID^1^3^1^1", text="Patient ID missing (PID-3)")
+
+
+def test_before_v25_err_is_eld_only_and_the_sentence_is_in_msa3():
+    ack = ack_of(ORM_231, "AE", errors=[DETAIL])
+    assert ack.first("MSA").value(3) == "Patient ID missing (PID-3)"
     err = ack.first("ERR")
-    # ERR-1, ELD (v2.3.1): segment ^ sequence ^ field ^ code&text&table
+    # ERR-1, ELD (v2.3.1): segment ^ sequence ^ field ^ code&text&table; nothing more
     assert [err.value(1, c) for c in (1, 2, 3)] == ["PID", "1", "3"]
     assert [err.value(1, 4, s) for s in (1, 2, 3)] == \
         ["101", "Required field missing", "HL70357"]
-    # ERR-2..8 (v2.5)
+    assert err.field_count() == 1
+
+
+def test_from_v25_err_has_the_v25_fields_and_no_eld():
+    ack = ack_of(OMI_251, "AE", errors=[DETAIL], text="see ERR")
+    assert ack.first("MSA").value(3) == "see ERR"
+    err = ack.first("ERR")
+    assert err.raw(1) == ""
     assert err.raw(2) == "PID^1^3^1^1"
     assert [err.value(3, c) for c in (1, 2, 3)] == ["101", "Required field missing", "HL70357"]
     assert err.value(4) == "E"
-    assert err.value(8) == "Patient ID missing"
+    assert err.value(8) == "Patient ID missing (PID-3)"
+
+
+@pytest.mark.parametrize("message", [ORM_231, OMI_251])
+def test_err_fields_both_fills_both_generations(message: str):
+    header = read_header(message)
+    text = build_ack(header, "AE", errors=[DETAIL], control_id="A", now=NOW,
+                     err_fields="both")
+    err = parse_message(text).first("ERR")
+    assert err.value(1, 1) == "PID" and err.value(1, 4) == "101"
+    assert err.raw(2) == "PID^1^3^1^1" and err.value(8) == "Patient ID missing (PID-3)"
 
 
 def test_one_err_per_detail_and_empty_location():
     details = [ErrorDetail(207, "", "store unavailable"),
                ErrorDetail(103, "ORC^1^1", "unknown order control", severity="W")]
-    errs = ack_of(OMI_251, "AR", errors=details).all("ERR")
+    errs = ack_of(ORM_231, "AR", errors=details).all("ERR")
     assert len(errs) == 2
     assert errs[0].raw(1) == "^^^207&Application internal error&HL70357"
-    assert errs[0].raw(2) == ""
-    assert errs[1].value(1, 1) == "ORC" and errs[1].value(4) == "W"
+    assert errs[1].value(1, 1) == "ORC"
+    errs = ack_of(OMI_251, "AR", errors=details).all("ERR")
+    assert errs[0].raw(2) == "" and errs[0].value(3, 1) == "207"
+    assert errs[1].raw(2) == "ORC^1^1" and errs[1].value(4) == "W"
 
 
 def test_free_text_is_escaped():

@@ -143,10 +143,42 @@ def test_oversize_head_never_exceeds_the_limit():
 def test_encode_frame_and_its_guards():
     assert encode_frame(b"p") == b"\x0bp\x1c\x0d"
     for bad in (b"a\x0bb", b"a\x1cb"):
-        with pytest.raises(ValueError, match=r"must not contain VT \(0x0B\) or FS \(0x1C\)"):
+        with pytest.raises(ValueError, match=r"^an MLLP payload must not contain VT "
+                                             r"\(0x0B\) or FS \(0x1C\)$"):
             encode_frame(bad)
-    with pytest.raises(ValueError, match="max_frame_bytes must be positive"):
+    with pytest.raises(ValueError, match=r"^max_frame_bytes must be positive$"):
         FrameDecoder(0)
+    # The smallest limit is one byte.
+    assert FrameDecoder(1).feed(encode_frame(b"x") + encode_frame(b"xy")) == [
+        Frame(b"x"), OversizeFrame(head=b"x", size=2)]
+
+
+def test_a_cr_before_the_first_frame_is_noise():
+    # Only the CR right after an FS is framing.
+    decoder = FrameDecoder(1000)
+    assert decoder.feed(CR + encode_frame(b"a")) == [Frame(b"a")]
+    assert decoder.discarded == 1
+
+
+def test_discarded_bytes_add_up_across_reads():
+    decoder = FrameDecoder(1000)
+    assert decoder.in_frame is False
+    assert decoder.feed(b"zz") == []                           # noise: 2
+    assert decoder.feed(START + b"ABC" + START + b"DEF" + END) == [Frame(b"DEF")]
+    assert decoder.discarded == 2 + len(b"ABC") + 1            # the cut-off frame and its VT
+    assert decoder.in_frame is False
+    assert decoder.feed(CR + b"tail") == []                    # CR after FS is framing
+    assert decoder.discarded == 2 + 4 + len(b"tail")
+    assert decoder.feed(encode_frame(b"a") + b"rest") == [Frame(b"a")]
+    assert decoder.discarded == 2 + 4 + 4 + len(b"rest")       # counted after a frame too
+
+
+def test_oversize_head_is_completed_from_the_chunk_that_overflows():
+    decoder = FrameDecoder(10)
+    assert decoder.feed(START + b"123456") == []
+    assert decoder.buffered == 6
+    assert decoder.feed(b"abcdefgh" + END) == [OversizeFrame(head=b"123456abcd", size=14)]
+    assert decoder.buffered == 0 and decoder.in_frame is False
 
 
 # --- the same over a real socket -----------------------------------------------------

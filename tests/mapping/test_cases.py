@@ -12,8 +12,10 @@ from bridge.mapping import MappingSet, load_mappings
 from bridge.mapping.cases import (
     Case,
     CaseError,
+    HandWrittenCase,
     default_case_paths,
     discover,
+    is_hand_written,
     load_expected,
     read_message,
     run_case,
@@ -114,7 +116,7 @@ def test_expected_rejections(tmp_path, ihe) -> None:
     rejected = case_from(tmp_path, "orm-missing-pid3.hl7", "items: []\n")
     outcome = run(ihe, rejected)
     assert outcome.status == "fail"
-    assert outcome.detail.startswith("rejected: AE 101 at PID^1^3^1^1: PatientID is required")
+    assert outcome.detail.startswith("rejected: AE 101 at PID^1^3^1^1: Patient ID missing (PID-3)")
 
 
 def test_dicom_json_expected_files(tmp_path, ihe) -> None:
@@ -164,3 +166,38 @@ def test_unreadable_cases_are_broken_not_failed(tmp_path, ihe) -> None:
     bad = case_from(tmp_path, "orm-o01-ihe-ct.hl7", "items: [1\n")
     outcome = run(ihe, bad)
     assert outcome.status == "broken" and "invalid YAML" in outcome.detail
+
+
+@pytest.mark.parametrize("suffix", [".expected.yaml", ".expected.json"])
+def test_update_refuses_to_overwrite_a_hand_written_case(tmp_path, ihe, suffix) -> None:
+    """A regeneration cannot bless a regression: a failing hand-written case stays failing,
+    its file untouched."""
+    if suffix.endswith(".json"):
+        text = json.dumps({"hand-written": True, "mapping": "ihe-swf-orm-v231", "items": []})
+    else:
+        text = "hand-written: true\nmapping: ihe-swf-orm-v231\nitems: []\n"
+    case = case_from(tmp_path, "orm-o01-no-zds-tz.hl7", text, suffix=suffix)
+    outcome = run(ihe, case)
+    assert outcome.status == "fail" and outcome.actual is not None
+    assert load_expected(case.expected_path()).hand_written is True
+    with pytest.raises(HandWrittenCase, match=r"c\.expected\.(yaml|json): written by hand "
+                                              r"\(hand-written: true\); --update does not "
+                                              r"overwrite it"):
+        write_expected(case, outcome.actual)
+    assert (tmp_path / f"c{suffix}").read_text(encoding="utf-8") == text
+    assert not (suffix.endswith(".json") and case.yaml_path.exists())  # no YAML beside it
+    assert run(ihe, case).status == "fail"
+
+
+def test_hand_written_is_a_boolean_and_generated_files_are_not_hand_written(tmp_path,
+                                                                             ihe) -> None:
+    case = case_from(tmp_path, "orm-o01-no-zds-tz.hl7")
+    outcome = run(ihe, case)
+    assert outcome.actual is not None
+    write_expected(case, outcome.actual)
+    assert not is_hand_written(case.yaml_path)
+    assert load_expected(case.yaml_path).hand_written is False
+    write_expected(case, outcome.actual)  # a generated file may be regenerated
+    case.yaml_path.write_text("hand-written: yes please\nitems: []\n", encoding="utf-8")
+    with pytest.raises(SourceError, match="hand-written: Input should be a valid boolean"):
+        load_expected(case.yaml_path)

@@ -176,7 +176,8 @@ def test_missing_pid3(default_set: MappingSet) -> None:
     err = info.value
     assert (err.code, err.location, err.attribute, err.ack_code) == (
         101, "PID^1^3^1^1", "PatientID", "AE")
-    assert "PatientID is required" in err.text
+    assert err.text == "Patient ID missing (PID-3)"  # for a RIS operator (ERR-8)
+    assert "PatientID is required" in err.log_text  # the log says which source
 
 
 def test_accession_over_16_characters(default_set: MappingSet) -> None:

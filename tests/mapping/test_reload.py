@@ -116,11 +116,30 @@ async def until(condition, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def watching(reloader: MappingReloader) -> bool:
+    """The watch task has started: request() is no longer a no-op."""
+    return reloader._requested is not None
+
+
+def count_checks(reloader: MappingReloader) -> list[bool]:
+    """Spy on the watch task's file checks: one entry per changed() call, its answer."""
+    checks: list[bool] = []
+    real = reloader.changed
+
+    def changed() -> bool:
+        answer = real()
+        checks.append(answer)
+        return answer
+
+    reloader.changed = changed  # type: ignore[method-assign]
+    return checks
+
+
 async def test_watch_reloads_on_request_and_on_file_changes(folder) -> None:
     reloader = MappingReloader(settings(folder, reload_poll_s=0.05))
     task = asyncio.create_task(reloader.watch())
     try:
-        await asyncio.sleep(0.1)
+        await until(lambda: watching(reloader), "the watch task to start")
         reloader.request()                         # what SIGHUP does
         await until(lambda: reloader.reloads == 1, "the requested reload")
         write(folder / "site.yaml", mapping("site-v2", "NEW"))
@@ -135,14 +154,24 @@ async def test_watch_reloads_on_request_and_on_file_changes(folder) -> None:
 
 async def test_with_polling_off_only_a_request_reloads(folder) -> None:
     reloader = MappingReloader(settings(folder, reload_poll_s=0))
-    task = asyncio.create_task(reloader.watch())
+    checks = count_checks(reloader)
+    # A polling reloader of the same folder: the positive sign that the change was
+    # there to be seen, for several poll periods, before we say nothing happened.
+    control = MappingReloader(settings(folder, reload_poll_s=0.05))
+    control_checks = count_checks(control)
+    tasks = [asyncio.create_task(reloader.watch()), asyncio.create_task(control.watch())]
     try:
-        await asyncio.sleep(0.05)
+        await until(lambda: watching(reloader) and watching(control), "the watch tasks")
         write(folder / "site.yaml", mapping("site-v2", "NEW"))
-        await asyncio.sleep(0.2)
-        assert reloader.reloads == 0
+        await until(lambda: control.reloads == 1, "the polling reloader's reload")
+        seen = len(control_checks)
+        await until(lambda: len(control_checks) >= seen + 3, "three more polls")
+        assert reloader.reloads == 0 and reloader.rejected == 0
+        assert checks == []  # polling off: the files are never looked at
+        assert institution(reloader) == ("site-v1", "OLD")
         reloader.request()
         await until(lambda: reloader.reloads == 1, "the requested reload")
         assert institution(reloader) == ("site-v2", "NEW")
     finally:
-        task.cancel()
+        for task in tasks:
+            task.cancel()

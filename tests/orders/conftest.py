@@ -135,12 +135,17 @@ async def make_bridge(store: Store) -> AsyncIterator[BridgeFactory]:  # noqa: F8
     """Start the order side on ``store``; keyword arguments override ``orders`` settings."""
     started: list[Bridge] = []
 
-    async def make(mappings: MappingSet | None = None, **orders: Any) -> Bridge:
+    async def make(mappings: MappingSet | None = None, mllp: MllpSettings | None = None,
+                   **orders: Any) -> Bridge:
         settings = OrdersSettings.model_validate(orders)
         commits = CommitQueue(store)
         commits.start()
         mapping_set = mappings or shipped_mappings()
-        ingest = Ingest(lambda: mapping_set, commits, MllpSettings(), orders=settings)
+        # The order tests read ERR-2/3/8 whatever the fixture's version, so every
+        # sender gets both generations of ERR here; the ACK per version (the default)
+        # is tested in test_ack_strict_peers.py with MllpSettings().
+        mllp = mllp if mllp is not None else MllpSettings(ack_err_both=["*"])
+        ingest = Ingest(lambda: mapping_set, commits, mllp, orders=settings)
         await ingest.open()
         # The daemon runs message retention as its own service (bridge/app/services.py).
         retention = Retention(commits, settings.messages)

@@ -11,7 +11,7 @@ from tests.orders.conftest import Bridge, fixture, renamed
 
 CHECKS = [
     # (fixture, settings, ACK, code, location, words in ERR-8)
-    ("orm-missing-pid3.hl7", {}, "AE", 101, "PID^1^3^1^1", "PatientID is required"),
+    ("orm-missing-pid3.hl7", {}, "AE", 101, "PID^1^3^1^1", "Patient ID missing (PID-3)"),
     ("orm-bad-birthdate.hl7", {}, "AE", 102, "PID^1^7", "not a real calendar date"),
     ("check-future-birthdate.hl7", {}, "AE", 102, "PID^1^7", "in the future"),
     ("check-sex-code.hl7", {}, "AE", 103, "PID^1^8", "'X' is not one of"),

@@ -5,6 +5,11 @@ The order comes from a fixture HL7 message through the shipped inbound mapping
 (the real path); the MPPS is the one a CT console sends. Expected messages are in
 tests/outbound/golden/<profile>/<case>.hl7 (LF between segments for reading).
 Regenerate after a deliberate profile change with UPDATE_GOLDEN=1, then review the diff.
+
+<case>.hand-written.hl7 files were written by hand from the IHE tables
+(../shared/domain/ihe-hl7-to-mwl.md, "MPPS -> outbound HL7 status"), one per profile at
+least; UPDATE_GOLDEN never writes them (write_golden refuses), so a regeneration cannot
+bless a regression.
 """
 
 from __future__ import annotations
@@ -96,8 +101,24 @@ def build(profile_name: str, case: str, *, fixture: str = "orm-o01-ihe-ct.hl7",
     return row.payload, codec, [row.message_type, row.order_key]
 
 
+HAND_WRITTEN = ".hand-written.hl7"
+
+
 def golden_path(profile_name: str, case: str) -> Path:
     return GOLDEN / profile_name / f"{case}.hl7"
+
+
+def write_golden(path: Path, text: str) -> None:
+    """What UPDATE_GOLDEN does; never to a hand-written file."""
+    if path.name.endswith(HAND_WRITTEN):
+        raise PermissionError(f"{path.name} is written by hand; UPDATE_GOLDEN does not "
+                              "overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+HAND_WRITTEN_CASES = sorted((p.parent.name, p.name[:-len(HAND_WRITTEN)])
+                            for p in GOLDEN.glob(f"*/*{HAND_WRITTEN}"))
 
 
 # OMI needs the IPC keys an unscheduled MPPS lacks: see test_omi_unscheduled_...
@@ -111,15 +132,35 @@ def test_golden(profile_name, case):
     text = payload.decode(codec).replace("\r", "\n")
     path = golden_path(profile_name, case)
     if os.environ.get("UPDATE_GOLDEN"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        write_golden(path, text)
     assert text == path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("profile_name", "case"), HAND_WRITTEN_CASES)
+def test_hand_written_golden(profile_name, case):
+    payload, codec, _ = build(profile_name, case)
+    expected = GOLDEN / profile_name / f"{case}{HAND_WRITTEN}"
+    assert payload.decode(codec).replace("\r", "\n") == expected.read_text(encoding="utf-8")
 
 
 def test_every_shipped_profile_has_golden_cases():
     assert sorted(profiles().names) == sorted(PROFILE_NAMES)
     for name in PROFILE_NAMES:
         assert sorted(p.stem for p in (GOLDEN / name).glob("*.hl7"))
+    # ... and at least one written by hand, for a case the generated goldens also hold.
+    assert sorted({p for p, _ in HAND_WRITTEN_CASES}) == sorted(PROFILE_NAMES)
+    assert all((p, c) in GOLDEN_CASES for p, c in HAND_WRITTEN_CASES)
+
+
+def test_update_golden_refuses_to_overwrite_a_hand_written_file(tmp_path):
+    hand = tmp_path / f"cm{HAND_WRITTEN}"
+    hand.write_text("MSH|by hand\n", encoding="utf-8")
+    with pytest.raises(PermissionError, match=r"^cm\.hand-written\.hl7 is written by hand; "
+                                              r"UPDATE_GOLDEN does not overwrite it$"):
+        write_golden(hand, "MSH|regenerated\n")
+    assert hand.read_text(encoding="utf-8") == "MSH|by hand\n"
+    write_golden(tmp_path / "cm.hl7", "MSH|regenerated\n")  # a generated one may be
+    assert (tmp_path / "cm.hl7").read_text(encoding="utf-8") == "MSH|regenerated\n"
 
 
 def test_omi_unscheduled_without_an_accession_is_a_dead_letter_naming_the_field():
@@ -143,7 +184,7 @@ def test_latin1_destination_gets_latin1_bytes_and_msh18():
     assert text.split("\r")[0].endswith("|8859/1")
     path = golden_path("ihe-swf-orm-o01-v231-status", "ip-latin1")
     if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(text.replace("\r", "\n"), encoding="utf-8")
+        write_golden(path, text.replace("\r", "\n"))
     assert text.replace("\r", "\n") == path.read_text(encoding="utf-8")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 from collections.abc import Callable
 
@@ -234,11 +235,24 @@ async def test_each_destination_gets_its_own_copy_and_pace(sqlite_store, receive
     assert pacs["A-IP"].attempts >= 2 and pacs["A-CM"].attempts == 0
 
 
-async def test_wake_from_another_thread_sends_at_once(sqlite_store, receiver):
+async def test_wake_from_another_thread_sends_at_once(sqlite_store, receiver, monkeypatch):
+    # A spy on the store read the dispatcher makes last before it sleeps, once it has
+    # found no message due: the message is queued only after that poll is over.
+    polled_empty = threading.Event()
+    real_next_due = outbox_tx.next_due
+
+    def next_due(store: Store, name: str) -> str | None:
+        due = real_next_due(store, name)
+        if due is None:
+            polled_empty.set()
+        return due
+
+    monkeypatch.setattr(outbox_tx, "next_due", next_due)
     sender = OutboxSender(sqlite_store, [destination(receiver.port)], poll_interval_s=3600)
     await sender.start()
     try:
-        await asyncio.sleep(0.1)  # the dispatcher found nothing and sleeps for an hour
+        # The dispatcher found nothing and sleeps for an hour.
+        assert await asyncio.to_thread(polled_empty.wait, 30.0), "the dispatcher never polled"
         queue(sqlite_store, "ris", [("A", "IP")])
         await asyncio.to_thread(sender.wake)
         await asyncio.to_thread(receiver.wait_for, 1, 30.0)

@@ -77,6 +77,13 @@ def queue_status(store: Store, events: list[str]) -> None:
     assert not isinstance(ids, BaseException), ids
 
 
+def recorded_attempts(store: Store) -> int:
+    """Failed attempts committed to the store (``outbox_tx.mark_retry``): waited on rather
+    than ``sender.stats.retries``, which counts a retry before its outcome is committed."""
+    (message,) = outbox_tx.list_messages(store)
+    return message.attempts
+
+
 async def test_status_messages_reach_a_mutual_tls_receiver(tmp_path, pki, sqlite_store):
     receiver = TlsMllpReceiver(pki.server, pki.ca)
     await receiver.start()
@@ -85,6 +92,7 @@ async def test_status_messages_reach_a_mutual_tls_receiver(tmp_path, pki, sqlite
     for source, name in ((pki.ca, "ca.crt"), (pki.client.cert, "bridge.crt"),
                          (pki.client.key, "bridge.key")):
         (tmp_path / "tls" / name).write_bytes(source.read_bytes())
+    (tmp_path / "tls" / "bridge.key").chmod(0o600)  # bridge.tls refuses a key others may read
     cfg = config(tmp_path, tls_destination(receiver.port, (
         "        enabled: true\n        ca_file: tls/ca.crt\n"
         "        cert_file: tls/bridge.crt\n        key_file: tls/bridge.key\n"
@@ -120,7 +128,7 @@ async def test_receiver_from_another_ca_is_refused_and_the_message_waits(
     sender = OutboxSender(sqlite_store, destinations(cfg), poll_interval_s=0.2)
     await sender.start()
     try:
-        await until(lambda: sender.stats.retries >= 2)
+        await until(lambda: recorded_attempts(sqlite_store) >= 2)
         await impostor.close()
         (waiting,) = outbox_tx.list_messages(sqlite_store)
         assert (waiting.state, waiting.control_id) == ("pending", "A-IP")
@@ -162,7 +170,7 @@ async def test_receiver_refusing_our_client_certificate_is_retried(tmp_path, pki
     sender = OutboxSender(sqlite_store, destinations(cfg), poll_interval_s=0.2)
     await sender.start()
     try:
-        await until(lambda: sender.stats.retries >= 2)
+        await until(lambda: recorded_attempts(sqlite_store) >= 2)
     finally:
         await sender.stop()
         await receiver.close()
@@ -183,7 +191,7 @@ async def test_receiver_certificate_must_name_the_server_hostname(tmp_path, pki,
     sender = OutboxSender(sqlite_store, destinations(cfg), poll_interval_s=0.2)
     await sender.start()
     try:
-        await until(lambda: sender.stats.retries >= 1)
+        await until(lambda: recorded_attempts(sqlite_store) >= 1)
     finally:
         await sender.stop()
         await receiver.close()

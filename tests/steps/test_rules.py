@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.steps.rules import next_status_from_hl7, next_status_from_mpps
+from bridge.steps.rules import (
+    StatusDecision,
+    next_status,
+    next_status_from_hl7,
+    next_status_from_mpps,
+)
 
 
 @pytest.mark.parametrize(("current", "mpps", "after", "changed"), [
@@ -43,3 +48,21 @@ def test_hl7_side_of_the_same_rule(current, hl7, after):
 def test_an_unknown_mpps_status_is_an_error():
     with pytest.raises(ValueError, match="'DONE' is not an MPPS status"):
         next_status_from_mpps("SCHEDULED", "DONE")
+
+
+@pytest.mark.parametrize(("current", "wanted", "decision"), [
+    ("STARTED", "SCHEDULED", StatusDecision(
+        "STARTED", False, "the modality has started the step; it stays STARTED")),
+    ("STARTED", "HELD", StatusDecision(
+        "STARTED", False, "the modality has started the step; it stays STARTED")),
+    ("CANCELED", "SCHEDULED", StatusDecision(
+        "CANCELED", False, "the step is CANCELED, a terminal status, and is never reopened")),
+    ("SCHEDULED", "SCHEDULED", StatusDecision("SCHEDULED", False, "already SCHEDULED")),
+    ("HELD", "SCHEDULED", StatusDecision("SCHEDULED", True)),
+    ("SCHEDULED", "HELD", StatusDecision("HELD", True)),
+])
+def test_each_refusal_says_why(current, wanted, decision):
+    """The whole decision, reason included (the console and the logs show it)."""
+    got = next_status(current, wanted)
+    assert got == decision
+    assert got.changed is decision.changed

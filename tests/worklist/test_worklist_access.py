@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -138,6 +139,12 @@ def test_too_many_associations_of_one_ae(new_store, start_scp, associate, caplog
     # Other AEs are not affected; a released association frees its place.
     assert associate(scp.port, calling="MR01").is_established
     first.release()
+    # release() returns on the A-RELEASE-RP; the SCP's association thread ends after it
+    # sent it. Wait for the SCP to count it gone (second CT01 and MR01 stay open).
+    deadline = time.monotonic() + 30
+    while scp.open_associations != 2:
+        assert time.monotonic() < deadline, f"{scp.open_associations} associations still open"
+        time.sleep(0.02)
     assert associate(scp.port, calling="CT01").is_established
 
 

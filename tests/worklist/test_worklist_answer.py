@@ -12,7 +12,7 @@ from pydicom.tag import Tag
 from pynetdicom.dsutils import decode, encode
 
 from bridge.worklist import shape_answer
-from bridge.worklist.answer import python_codecs
+from bridge.worklist.answer import EXPANDED_SEQUENCES, python_codecs
 
 SPS = Tag(0x0040, 0x0100)
 
@@ -98,27 +98,55 @@ def test_sps_sub_keys_are_shaped_recursively():
     assert sps["ScheduledPerformingPhysicianName"].is_empty
 
 
-def test_empty_sequence_key_returns_the_whole_sequence():
+def _expected_step() -> set[str]:
+    """wlmscpfs's attributes of a step (answer.EXPANDED_SEQUENCES) and every stored one."""
+    stored = stored_item().ScheduledProcedureStepSequence[0]
+    return set(EXPANDED_SEQUENCES["ScheduledProcedureStepSequence"]) | {
+        e.keyword for e in stored}
+
+
+def test_empty_sequence_key_returns_every_attribute_of_its_item():
     identifier = Dataset()
     identifier.ScheduledProcedureStepSequence = []
     answer = shape_answer(stored_item(), identifier, "ISO_IR 192")
     (sps,) = answer.ScheduledProcedureStepSequence
-    assert sps == stored_item().ScheduledProcedureStepSequence[0]
-    assert sps.ScheduledProtocolCodeSequence[0].CodeMeaning == "CT Kopf"
+    stored = stored_item().ScheduledProcedureStepSequence[0]
+    for elem in stored:  # every stored value ...
+        if elem.VR != "SQ":
+            assert sps[elem.tag].value == elem.value
+    assert {e.keyword for e in sps} == _expected_step()  # ... and the rest empty
+    assert sps.PreMedication is None
+    (code,) = sps.ScheduledProtocolCodeSequence
+    assert code.CodeMeaning == "CT Kopf"
+    assert "CodingSchemeVersion" in code and code.CodingSchemeVersion is None
 
 
-def test_sequence_key_with_one_empty_item_returns_the_whole_sequence():
+def test_sequence_key_with_one_empty_item_returns_every_attribute_of_its_item():
     identifier = Dataset()
     identifier.ScheduledProcedureStepSequence = [Dataset()]
     answer = shape_answer(stored_item(), identifier, "ISO_IR 192")
-    assert len(answer.ScheduledProcedureStepSequence[0]) == 7
+    assert {e.keyword for e in answer.ScheduledProcedureStepSequence[0]} == _expected_step()
 
 
-def test_nested_empty_sequence_returns_its_whole_items():
+def test_nested_empty_sequence_returns_the_code_item_attributes():
+    # (0008,0103) Coding Scheme Version too, as wlmscpfs (PS3.4 C.2.2.2.6)
     identifier = query(sps=["ScheduledProtocolCodeSequence"])
     answer = shape_answer(stored_item(), identifier, "ISO_IR 192")
     (code,) = answer.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence
     assert (code.CodeValue, code.CodingSchemeDesignator) == ("CTHEAD", "L")
+    assert [e.keyword for e in code] == ["CodeValue", "CodingSchemeDesignator",
+                                         "CodingSchemeVersion", "CodeMeaning"]
+
+
+def test_a_sequence_wlmscpfs_does_not_expand_returns_its_stored_items_whole():
+    item = stored_item()
+    other = Dataset()
+    other.CodeValue = "X"
+    item.ProcedureCodeSequence = [other]
+    identifier = Dataset()
+    identifier.ProcedureCodeSequence = []
+    (code,) = shape_answer(item, identifier, "ISO_IR 192").ProcedureCodeSequence
+    assert [e.keyword for e in code] == ["CodeValue"]
 
 
 def test_private_keys_are_not_answered():

@@ -173,13 +173,16 @@ def test_unknown_and_missing_keys_are_answered_empty(scp, findscu):
     assert len(sps) == 2
 
 
-def test_empty_sequence_key_returns_the_whole_sps_item(scp, findscu):
+def test_empty_sequence_key_returns_every_attribute_of_the_sps_item(scp, findscu):
     result = findscu(scp.port, ["PatientID=P1", "(0040,0100)"])
     (answer,) = result.answers
     sps = answer.ScheduledProcedureStepSequence[0]
     assert sps.ScheduledProcedureStepDescription == "Schädel nativ"
     assert sps.ScheduledProcedureStepID == "SA1"
-    assert len(sps) == 7
+    # wlmscpfs's 16 step attributes (bridge.worklist.answer.EXPANDED_SEQUENCES), the
+    # ones not stored empty (PS3.4 C.2.2.2.6)
+    assert len(sps) == 16
+    assert sps.PreMedication == ""
 
 
 def test_max_answers_stops_with_success(new_store, start_scp, findscu, item):

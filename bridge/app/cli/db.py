@@ -48,6 +48,33 @@ def add_db_commands(sub: Any) -> None:
                     help="copy even though an instance's heartbeat on the source is recent")
     cp.set_defaults(run=_copy)
 
+    bk = cmds.add_parser(
+        "backup", help="snapshot the configured SQLite store into a new file (0600), "
+                       "while the daemon runs; print its size and rows per table",
+        description="A consistent copy of the store (SQLite's online backup API) that the "
+                    "daemon may keep writing during; verified before it is named PATH. "
+                    "PostgreSQL: use pg_dump (docs/operations.md, Security).")
+    bk.add_argument("path", type=Path, metavar="PATH", help="the new backup file")
+    bk.set_defaults(run=_backup)
+
+    vf = cmds.add_parser(
+        "verify", help="check a SQLite store or backup: integrity, schema version, counts")
+    vf.add_argument("path", type=Path, metavar="PATH", help="a SQLite file")
+    vf.set_defaults(run=_verify)
+
+    for name, text in (
+            ("encrypt", "encrypt the configured SQLite store in place with the key that "
+                        "store.sqlcipher_key_file/_env give (SQLCipher)"),
+            ("decrypt", "turn the configured encrypted store back into plain SQLite"),
+            ("rekey", "encrypt the configured store with a new key")):
+        cv = cmds.add_parser(name, help=text, description=text + ": a new file is written, "
+                             "verified, then renamed over the store. Stop the daemon first.")
+        if name == "rekey":
+            new = cv.add_mutually_exclusive_group(required=True)
+            new.add_argument("--new-key-file", type=Path, help="the new key's file (0600)")
+            new.add_argument("--new-key-env", default="", help="the variable holding it")
+        cv.set_defaults(run=_convert, action=name)
+
 
 def _help(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
@@ -142,6 +169,98 @@ def _copy(args: argparse.Namespace) -> int:
         target.close()
     _print_report(report)
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from bridge.app.cli.common import EXIT_CONFIG, settings_from
+    from bridge.store import StoreError
+    from bridge.store.backup import backup_sqlite
+
+    settings = settings_from(args)
+    if settings is None:
+        return EXIT_CONFIG
+    if settings.store.backend != "sqlite":
+        print("db backup: store.backend is postgresql: back it up with pg_dump "
+              "(docs/operations.md, Security)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        report = backup_sqlite(settings.sqlite_path, args.path, settings.store.sqlcipher_key())
+    except StoreError as exc:
+        print(f"db backup: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"backup of {settings.sqlite_path} written to {report.path}")
+    _print_verified(report)
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from bridge.app.cli.common import EXIT_CONFIG, settings_from
+    from bridge.store import StoreError
+    from bridge.store.backup import verify_sqlite
+
+    settings = settings_from(args)  # an encrypted store's key
+    if settings is None:
+        return EXIT_CONFIG
+    try:
+        report = verify_sqlite(args.path, settings.store.sqlcipher_key())
+    except StoreError as exc:
+        print(f"db verify: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    _print_verified(report)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from bridge.app.cli.common import EXIT_CONFIG, settings_from
+    from bridge.store import StoreError
+    from bridge.store.cipher import convert, read_key
+
+    settings = settings_from(args)
+    if settings is None:
+        return EXIT_CONFIG
+    if settings.store.backend != "sqlite":
+        print(f"db {args.action}: SQLCipher is for the SQLite store; PostgreSQL: use the "
+              "server's own at-rest encryption (docs/operations.md, Security)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        key = settings.store.sqlcipher_key()
+        if key is None:
+            print(f"db {args.action}: set store.sqlcipher_key_file or store.sqlcipher_key_env "
+                  "first", file=sys.stderr)
+            return EXIT_USAGE
+        old, new = {"encrypt": (None, key), "decrypt": (key, None)}.get(args.action, (key, ""))
+        if args.action == "rekey":
+            new = read_key("--new-key", file=args.new_key_file, env=args.new_key_env)
+            if new == key:
+                print("db rekey: the new key is the current one", file=sys.stderr)
+                return EXIT_USAGE
+        counts = convert(settings.sqlite_path, old, new)
+    except StoreError as exc:
+        print(f"db {args.action}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    done = {"encrypt": "encrypted", "decrypt": "decrypted", "rekey": "re-keyed"}[args.action]
+    print(f"{settings.sqlite_path} {done}: {sum(counts.values()):,} row(s) in "
+          f"{len(counts)} table(s) verified")
+    follow = {"encrypt": "keep the key configured; back it up apart from the store",
+              "decrypt": "remove store.sqlcipher_key_file/_env from the config before start",
+              "rekey": "point store.sqlcipher_key_file/_env at the new key before start"}
+    print(f"next: {follow[args.action]}")
+    return EXIT_OK
+
+
+def _print_verified(report: Any) -> None:
+    from bridge.store import migrations
+
+    latest = migrations.latest_version()
+    known = "" if 0 < report.schema_version <= latest else \
+        f" (this release knows versions 1-{latest})"
+    print(f"size {report.size:,} bytes; integrity {report.integrity}; "
+          f"schema version {report.schema_version}{known}")
+    width = max([len("TABLE"), *(len(t) for t in report.tables)])
+    print(f"{'TABLE':<{width}}  {'ROWS':>11}")
+    for table, count in report.tables.items():
+        print(f"{table:<{width}}  {count:>11,}")
+    print("verified" if report.ok else "NOT VERIFIED")
 
 
 def _describe(spec: str) -> str:

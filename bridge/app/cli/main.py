@@ -188,6 +188,13 @@ def _check_config(args: argparse.Namespace) -> int:
     except TlsConfigError as exc:
         print(f"TLS configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    from bridge.store import StoreError
+    try:  # the secrets' files and variables, as serve reads them (never printed)
+        settings.store.postgresql_password()
+        settings.store.sqlcipher_key()
+    except StoreError as exc:
+        print(f"store error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     source = find_config(args.config) or "built-in defaults"
     print(f"config OK ({source})")
     print(f"  MLLP     {settings.mllp.host}:{settings.mllp.port}")

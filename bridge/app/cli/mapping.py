@@ -196,6 +196,7 @@ def _test(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from bridge.mapping.cases import (
         CaseError,
+        HandWrittenCase,
         default_case_paths,
         discover,
         run_case,
@@ -225,9 +226,13 @@ def _test(args: argparse.Namespace) -> int:
         outcome = run_case(mappings, case, default_charset=settings.mllp.default_charset,
                            aliases=settings.mllp.charset_aliases)
         status: str = outcome.status
+        refused = ""
         if args.update and status in ("fail", "new") and outcome.actual is not None:
-            write_expected(case, outcome.actual)
-            status = "updated"
+            try:
+                write_expected(case, outcome.actual)
+                status = "updated"
+            except HandWrittenCase as exc:  # stays a failure: a regeneration cannot bless it
+                refused = f"not updated: {exc}"
         counts[status] += 1
         rejected = outcome.actual is not None and "error" in outcome.actual
         what = ", ".join(
@@ -238,7 +243,7 @@ def _test(args: argparse.Namespace) -> int:
             continue
         print(f"{status.upper():7} {_shown(case.message)}  ({what})")
         if status in ("fail", "new", "broken"):
-            for line in outcome.detail.splitlines():
+            for line in [*outcome.detail.splitlines(), *filter(None, [refused])]:
                 print(f"        {line}")
     labels = {"pass": "passed", "fail": "failed", "new": "new", "broken": "broken",
               "updated": "updated"}
