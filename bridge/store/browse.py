@@ -16,14 +16,16 @@ from typing import Any, Generic, TypeVar
 from bridge.store.base import StepRow, Store
 from bridge.store.items import loads_item
 from bridge.store.mpps_tx import _MPPS_COLUMNS, MppsRecord, _mpps
-from bridge.store.orders_tx import ACCEPTED, REJECTED, LoggedMessage
+from bridge.store.orders_tx import (
+    ACCEPTED,
+    MESSAGE_COLUMNS,
+    REJECTED,
+    LoggedMessage,
+    logged_message,
+)
 from bridge.store.outbox_tx import OutboxMessage, OutboxState
 from bridge.store.outbox_tx import get_message as get_outbox
 from bridge.store.sqltx import reading
-
-_MESSAGE_COLUMNS = ("id, received_at, peer, sending_application, sending_facility, control_id,"
-                    " message_type, ack_code, error, mapping, flags, outcome, replay_of")
-
 
 T = TypeVar("T")
 
@@ -41,13 +43,6 @@ class MessageFilter:
     message_type: str = ""  # e.g. ORM^O01
     since: str = ""  # received at or after (ISO 8601, UTC)
     replay_of: int | None = None
-
-
-def _logged(r: Sequence[Any], raw: bytes = b"", ack: bytes = b"") -> LoggedMessage:
-    return LoggedMessage(id=int(r[0]), received_at=r[1], peer=r[2], sending_application=r[3],
-                         sending_facility=r[4], control_id=r[5], message_type=r[6],
-                         ack_code=r[7], error=r[8], mapping=r[9], flags=r[10], outcome=r[11],
-                         replay_of=int(r[12]) if r[12] is not None else None, raw=raw, ack=ack)
 
 
 def _where(clauses: list[str]) -> str:
@@ -81,19 +76,19 @@ def search_messages(store: Store, where: MessageFilter, *, limit: int, offset: i
         sql = _where(clauses)
         cur.execute(f"SELECT COUNT(*) FROM message_log{sql}", params)
         total = int(cur.fetchone()[0])
-        cur.execute(f"SELECT {_MESSAGE_COLUMNS} FROM message_log{sql} ORDER BY id DESC"
+        cur.execute(f"SELECT {MESSAGE_COLUMNS} FROM message_log{sql} ORDER BY id DESC"
                     f" LIMIT {int(limit)} OFFSET {int(offset)}", params)
-        return Page([_logged(r) for r in cur.fetchall()], total)
+        return Page([logged_message(r) for r in cur.fetchall()], total)
 
 
 def get_message(store: Store, message_id: int) -> LoggedMessage | None:
     with reading(store) as (cur, p):
-        cur.execute(f"SELECT {_MESSAGE_COLUMNS}, raw, ack FROM message_log WHERE id = {p}",
+        cur.execute(f"SELECT {MESSAGE_COLUMNS}, raw, ack FROM message_log WHERE id = {p}",
                     (message_id,))
         r = cur.fetchone()
         if r is None:
             return None
-        return _logged(r, raw=bytes(r[13] or b""), ack=bytes(r[14] or b""))
+        return logged_message(r, raw=bytes(r[13] or b""), ack=bytes(r[14] or b""))
 
 
 def message_counts(store: Store, since: str) -> dict[str, int]:

@@ -89,7 +89,7 @@ class LoggedMessage:
     ack: bytes = b""
 
 
-_MESSAGE_COLUMNS = ("id, received_at, peer, sending_application, sending_facility, control_id,"
+MESSAGE_COLUMNS = ("id, received_at, peer, sending_application, sending_facility, control_id,"
                     " message_type, ack_code, error, mapping, flags, outcome, replay_of")
 _STEP_SELECT = ("SELECT id, item, sps_status, patient_id, issuer_of_patient_id, accession_number"
                 " FROM procedure_step")
@@ -187,25 +187,25 @@ class OrdersTx:
         if since:
             where.append(f"received_at >= {p}")
             params.append(since)
-        sql = f"SELECT {_MESSAGE_COLUMNS} FROM message_log"
+        sql = f"SELECT {MESSAGE_COLUMNS} FROM message_log"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY id DESC LIMIT {int(limit)}"
         self._cur.execute(sql, params)
-        return [_logged(r) for r in self._cur.fetchall()]
+        return [logged_message(r) for r in self._cur.fetchall()]
 
     def get_message(self, message_id: int) -> LoggedMessage | None:
-        self._cur.execute(f"SELECT {_MESSAGE_COLUMNS}, raw, ack FROM message_log WHERE id = "
+        self._cur.execute(f"SELECT {MESSAGE_COLUMNS}, raw, ack FROM message_log WHERE id = "
                           f"{self._p}", (message_id,))
         row = self._cur.fetchone()
         if row is None:
             return None
-        return _logged(row, raw=_bytes(row[13]), ack=_bytes(row[14]))
+        return logged_message(row, raw=_bytes(row[13]), ack=_bytes(row[14]))
 
     def replays_of(self, message_id: int) -> list[LoggedMessage]:
-        self._cur.execute(f"SELECT {_MESSAGE_COLUMNS} FROM message_log WHERE replay_of = "
+        self._cur.execute(f"SELECT {MESSAGE_COLUMNS} FROM message_log WHERE replay_of = "
                           f"{self._p} ORDER BY id", (message_id,))
-        return [_logged(r) for r in self._cur.fetchall()]
+        return [logged_message(r) for r in self._cur.fetchall()]
 
     def purge_messages(self, ack_codes: Sequence[str], before: str, limit: int) -> int:
         """Delete up to ``limit`` of the oldest messages with these ACK codes received
@@ -322,7 +322,8 @@ class OrdersTx:
         return int(self._cur.fetchone()[0])
 
 
-def _logged(r: Sequence[Any], *, raw: bytes = b"", ack: bytes = b"") -> LoggedMessage:
+def logged_message(r: Sequence[Any], *, raw: bytes = b"", ack: bytes = b"") -> LoggedMessage:
+    """A message_log row selected as MESSAGE_COLUMNS (plus raw and ack when read)."""
     return LoggedMessage(id=int(r[0]), received_at=r[1], peer=r[2], sending_application=r[3],
                          sending_facility=r[4], control_id=r[5], message_type=r[6],
                          ack_code=r[7], error=r[8], mapping=r[9], flags=r[10], outcome=r[11],

@@ -20,7 +20,13 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bridge.app.cli.common import open_configured_store, settings_from
+from bridge.app.cli.common import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    open_configured_store,
+    settings_from,
+)
 from bridge.app.settings import Settings
 from bridge.store import Store
 from bridge.store.orders_tx import LoggedMessage, OrdersTx
@@ -29,7 +35,6 @@ if TYPE_CHECKING:
     from bridge.mapping import MappingSet
     from bridge.orders.apply import Outcome
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 T = TypeVar("T")
 
