@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: serve test install install-test dcmtk chromium lint typecheck bench
+.PHONY: serve test install install-test dcmtk chromium rsyslog orthanc lint typecheck bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ install: $(BIN)/python
 
 # The test extra brings Playwright for the console's browser tests; they drive
 # Debian's /usr/bin/chromium (the chromium target), never a downloaded browser.
-install-test: $(BIN)/python dcmtk chromium
+install-test: $(BIN)/python dcmtk chromium rsyslog orthanc
 	$(BIN)/pip install -q -e '.[test]'
 
 # The tests drive DCMTK's findscu/echoscu as the modality.
@@ -28,6 +28,20 @@ chromium:
 	@if [ ! -x /usr/bin/chromium ]; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; \
+	fi
+
+# The audit tests start a real rsyslog (TLS via its OpenSSL driver) as the audit repository.
+rsyslog:
+	@if [ ! -x /usr/sbin/rsyslogd ] || ! ls /usr/lib/*/rsyslog/lmnsd_ossl.so >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog rsyslog-openssl; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog rsyslog-openssl; fi; \
+	fi
+
+# The completion tests start a real Orthanc (its own config and storage) as the PACS.
+orthanc:
+	@if [ ! -x /usr/sbin/Orthanc ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc; fi; \
 	fi
 
 serve: install
@@ -54,6 +68,15 @@ typecheck: install-test
 bench: install-test
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/cfind.py
+
+# The compose stack's images, built offline (docs/deployment.md): a debootstrap base,
+# a wheelhouse from this tree, then the bridge, PostgreSQL and Orthanc images; prints
+# their sizes. Starts dockerd first when none runs (deploy/start-engine.sh).
+# Online, from the registry's Debian image: make images BASE=debian:bookworm-slim
+.PHONY: images
+images: $(BIN)/python
+	bash deploy/start-engine.sh
+	PIP=$(BIN)/pip $(if $(BASE),BASE=$(BASE)) bash deploy/build-images.sh
 
 # Coverage-guided fuzzing (fuzz/README.md): each harness for FUZZ_SECONDS, one at a
 # time; inputs it finds go to fuzz/.work/, crash reproducers to fuzz/artifacts/.

@@ -33,12 +33,14 @@ DOC = REPO / "docs" / "architecture.md"
 # contexts, IP allow-lists, located YAML errors, peer text made safe for a log
 # line, the structural check of encoded DICOM data sets. They import nothing of
 # the bridge.
-BASE_MODULES = frozenset({"section", "tls", "addresses", "yamlsrc", "logsafe", "dicomwire"})
-DOMAIN = frozenset({"orders", "worklist", "mpps", "outbound", "maintenance", "console"})
+BASE_MODULES = frozenset({"section", "tls", "addresses", "yamlsrc", "logsafe", "dicomwire",
+                          "periodic"})
+DOMAIN = frozenset({"orders", "worklist", "mpps", "outbound", "maintenance", "console",
+                    "reconcile"})
 # bridge.telemetry (metrics, readiness) stands beside the base modules: it imports
 # only them, and every other package may import it to be instrumented.
 TELEMETRY = frozenset({"telemetry"})
-BELOW_DOMAIN = BASE_MODULES | TELEMETRY | {"store", "hl7", "mapping", "steps"}
+BELOW_DOMAIN = BASE_MODULES | TELEMETRY | {"store", "hl7", "mapping", "steps", "audit"}
 
 # What each package may import besides itself. The domain packages never import
 # one another: what they share is in steps (the status rules, change_status, the
@@ -51,6 +53,8 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "hl7": BASE_MODULES | TELEMETRY,
     "mapping": BASE_MODULES | TELEMETRY | {"hl7"},
     "steps": BASE_MODULES | TELEMETRY | {"store"},
+    # bridge.audit (issue 15): the ATNA audit trail every domain package records to.
+    "audit": BASE_MODULES | TELEMETRY | {"store"},
     **{name: BELOW_DOMAIN for name in DOMAIN},
     "app": BELOW_DOMAIN | DOMAIN,
     "__main__": frozenset({"app"}),
@@ -72,14 +76,20 @@ CONSTRUCTORS = (
     "WorklistSCP",
     "MppsService",
     "OutboxSender",
+    "MppsForwarder",  # forwards accepted MPPS to other MPPS SCPs (the mpps-forward service)
     "Housekeeping",
+    "Reconciler",  # the PACS reconciliation loop (the reconcile service)
+    "IanService",  # Instance Availability Notification SCP on the worklist's AE
+    "StudyPush",  # Orthanc's stable-study push, handed to the console
     "Retention",
     "Leadership",  # heartbeat row and maintenance leader election (the instance service)
     "Ingest",  # the MLLP intake: build_intake
+    "DecidePool",  # the worker processes that decide HL7 frames: build_intake
     "status_messages",  # the one Reporter for every source of status changes
     "MappingReloader",  # the mapping set and its watch() task (mapping-reload)
     "Metrics",  # the one metrics registry (bridge.telemetry): no second one anywhere
     "Readiness",  # the daemon's readiness checks, served as /readyz
+    "AuditService",  # the ATNA audit trail's spool and delivery threads (bridge/audit/)
 )
 
 

@@ -5,13 +5,18 @@ Every long-running part of the daemon is a ``Service`` with an async
 store and the loaded mappings, in the order the daemon starts them; the daemon
 stops them in reverse:
 
+    0. audit            the ATNA audit trail's spool and delivery threads (bridge/audit/);
+                        first and last, so it records the start and the stop
     1. store-writer     the CommitQueue thread (group commit)
     2. instance         heartbeat row and maintenance leader election (several
                         instances on one database; bridge/maintenance/leader.py)
     3. outbox-sender    delivers status messages queued in the outbox (claims them;
                         on PostgreSQL LISTENs for other instances' new rows)
+       mpps-forward     forwards accepted MPPS to the configured MPPS SCPs (the same
+                        way: claims, LISTEN; bridge/mpps/forward.py)
     4. housekeeping     idle rules and purges (bridge/maintenance/), leader only
     5. retention        the message log's purge (bridge/maintenance/), leader only
+       reconcile        the PACS query loop (bridge/reconcile/), leader only
     6. dicom            the worklist SCP, with the MPPS SCP on its AE
     7. mllp             the HL7 listener (its intake warms the resend cache first)
     8. mapping-reload   hot reload of the mapping files
@@ -37,6 +42,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge.app.health import mapping_reader, outbox_reader, readiness_checks
 from bridge.app.settings import Settings
+from bridge.audit import NO_AUDIT, AuditTrail
+from bridge.audit.service import AuditService, make_trail
 from bridge.console.context import ConsoleContext, PlainAnswer, ReplayHook, ReplayResult
 from bridge.hl7 import AckControlIds, ConnectionLimits, MllpServer
 from bridge.hl7.access import guard_sources
@@ -44,12 +51,18 @@ from bridge.maintenance.housekeeping import Housekeeping
 from bridge.maintenance.leader import Leadership, instance_info
 from bridge.maintenance.retention import Retention
 from bridge.mapping import MappingReloader, MappingSet
+from bridge.mpps.forward import MppsForwarder, queue_reader
 from bridge.mpps.service import MppsService
 from bridge.orders.apply import Outcome
 from bridge.orders.ingest import Ingest
+from bridge.orders.workers import DecidePool, MappingSource, pool_size
 from bridge.outbound.destinations import status_messages
 from bridge.outbound.sender import OutboxSender
+from bridge.reconcile.ian import IanService
+from bridge.reconcile.loop import Reconciler, reconcile_reader
+from bridge.reconcile.push import StudyPush
 from bridge.store import CommitQueue, Store, StoreTx
+from bridge.store.mpps_forward_tx import FORWARD_CHANNEL
 from bridge.store.outbox_tx import OUTBOX_CHANNEL
 from bridge.telemetry import Metrics, Readiness
 from bridge.tls import server_context
@@ -115,10 +128,19 @@ def load_mappings(settings: Settings) -> MappingReloader:
 
 
 def build_intake(settings: Settings, mappings: Callable[[], MappingSet], commits: CommitQueue,
-                 ack_ids: AckControlIds, metrics: Metrics | None = None) -> Ingest:
-    """The MLLP frame handler: decode, map, apply, record, ACK."""
+                 ack_ids: AckControlIds, metrics: Metrics | None = None,
+                 workers: MappingSource | None = None,
+                 audit: AuditTrail = NO_AUDIT) -> Ingest:
+    """The MLLP frame handler: decode, map, apply, record, ACK. With ``workers`` (the
+    reloader the worker processes follow), frames are decided in a pool sized by
+    ``orders.workers``; without, in this process (a replay)."""
+    size, use = pool_size(settings.orders.workers)
+    pool = (DecidePool(size, workers, settings.mllp, settings.orders,
+                       log_phi=settings.logging.log_phi, use=use)
+            if workers is not None and size > 0 else None)
     return Ingest(mappings, commits, settings.mllp, log_phi=settings.logging.log_phi,
-                  orders=settings.orders, ack_ids=ack_ids, metrics=metrics)
+                  orders=settings.orders, ack_ids=ack_ids, metrics=metrics, pool=pool,
+                  audit=audit)
 
 
 class _ThenCommits(CommitQueue):
@@ -142,13 +164,15 @@ class _ThenCommits(CommitQueue):
 
 @asynccontextmanager
 async def replay_intake(settings: Settings, store: Store, mappings: MappingSet, *,
-                        then: Callable[[StoreTx, Outcome], None] | None = None
-                        ) -> AsyncIterator[Ingest]:
+                        then: Callable[[StoreTx, Outcome], None] | None = None,
+                        max_batch: int = 1) -> AsyncIterator[Ingest]:
     """The daemon's intake on its own writer, for ``mwl-bridge messages replay``
     (which may run beside the daemon: the store serialises the two writers).
     ``then`` runs in the transaction that records each message (the console's
-    audit row of a replay)."""
-    commits = CommitQueue(store, max_batch=1) if then is None else _ThenCommits(store, then)
+    audit row of a replay). ``mwl-bridge import`` asks for up to ``max_batch``
+    messages per transaction."""
+    commits = (CommitQueue(store, max_batch=max_batch) if then is None
+               else _ThenCommits(store, then))
     commits.start()
     try:
         yield build_intake(settings, lambda: mappings, commits, AckControlIds())
@@ -163,6 +187,7 @@ class MllpService:
     settings: Settings
     intake: Ingest
     ack_ids: AckControlIds
+    audit: AuditTrail = NO_AUDIT  # a Security Alert per refused source
     name: str = "mllp"
     port: int = 0
     _server: MllpServer | None = field(default=None, init=False)
@@ -176,11 +201,16 @@ class MllpService:
         gc.freeze()
         try:
             self._server = await MllpServer.start(
-                guard_sources(self.intake, m.allow, self.ack_ids), host=m.host, port=m.port,
+                guard_sources(self.intake, m.allow, self.ack_ids, on_refused=lambda peer, why:
+                              self.audit.source_refused(listener="MLLP", peer=peer,
+                                                        reason=why)),
+                host=m.host, port=m.port,
                 max_frame_bytes=m.max_frame_bytes, idle_timeout_s=m.idle_timeout_s,
                 ssl=server_context(m.tls, "mllp.tls"),
                 ssl_handshake_timeout_s=m.tls.handshake_timeout_s,
-                limits=ConnectionLimits.of(m))
+                limits=ConnectionLimits.of(m),
+                on_tls_failed=lambda peer, why: self.audit.tls_failed(
+                    listener="MLLP", peer=peer, reason=why))
         except OSError as exc:
             raise _bind_error("MLLP listener", m.host, m.port, "mllp", exc) from None
         self.port = self._server.port
@@ -266,41 +296,71 @@ def build_services(settings: Settings, store: Store, mappings: MappingReloader
     """
     s = settings
     metrics = Metrics(known_aes=s.dicom.known_aes,
-                      destinations=[d.name for d in s.outbound.destinations if d.enabled])
+                      destinations=[d.name for d in s.outbound.destinations if d.enabled],
+                      forward_destinations=[d.name for d in s.mpps.forward.destinations
+                                            if d.enabled])
     commits = CommitQueue(store, max_batch=s.store.max_batch, metrics=metrics)
+    # The ATNA audit trail (bridge/audit/): started first and stopped last, so it sees
+    # the whole run; every domain service records to its trail without waiting.
+    audit = AuditService(s.audit, store, make_trail(s.audit, s.dicom.ae_title),
+                         metrics=metrics,
+                         reloads=lambda: (mappings.reloads, mappings.rejected))
     # One reporter for every source of status changes (bridge.steps.Reporter).
     reporter = status_messages(s.outbound)
     # The whole list: the sender skips disabled ones, and names each by position.
     me = instance_info(s.store.instance_id, _version())
     sender = OutboxSender(store, s.outbound.destinations, submit=commits.submit,
                           poll_interval_s=s.outbound.poll_interval_s, instance=me.id,
-                          metrics=metrics)
+                          metrics=metrics, audit=audit.trail)
+    # MPPS forwarding to other MPPS SCPs (bridge/mpps/forward.py); same claims as the outbox.
+    forwarder = MppsForwarder(store, s.mpps.forward, calling_ae=s.dicom.ae_title,
+                              submit=commits.submit, instance=me.id, metrics=metrics)
     roles = ["mllp", "dicom", *(["mpps"] if s.mpps.enabled else []),
-             *(["outbox"] if sender.destinations else [])]
+             *(["outbox"] if sender.destinations else []),
+             *(["mpps-forward"] if forwarder.destinations else [])]
     # Several instances on one database: the heartbeat row, and the maintenance leader.
     leadership = Leadership(commits.submit, me, heartbeat_s=s.store.heartbeat_s,
                             lease_s=s.store.leader_lease_s, roles=lambda: roles)
     housekeeping = Housekeeping(s.housekeeping, commits.submit, messages=reporter,
                                 notify=sender.wake, leader=leadership)
-    leadership.on_elected(housekeeping.kick)
+    # PACS reconciliation (bridge/reconcile/): the query loop, leader only.
+    reconciler = Reconciler(s.reconcile, store, commits.submit, calling_aet=s.dicom.ae_title,
+                            messages=reporter, notify=sender.wake, leader=leadership,
+                            audit=audit.trail, metrics=metrics)
+
+    def elected() -> None:
+        housekeeping.kick()
+        reconciler.kick()
+
+    leadership.on_elected(elected)
     retention = Retention(commits, s.orders.messages, leader=leadership)
     dicom_services: Sequence[DicomService] = (
         [MppsService(store, s.mpps, messages=reporter, notify=sender.wake,
-                     max_data_set_bytes=s.dicom.max_message_bytes, metrics=metrics)]
+                     max_data_set_bytes=s.dicom.max_message_bytes, metrics=metrics,
+                     forward_to=forwarder.destinations, notify_forward=forwarder.wake,
+                     audit=audit.trail)]
         if s.mpps.enabled else [])
+    if s.reconcile.ian:  # Instance Availability Notification on the same AE
+        dicom_services = [*dicom_services, IanService(
+            store, messages=reporter, notify=sender.wake,
+            max_data_set_bytes=s.dicom.max_message_bytes, audit=audit.trail, metrics=metrics)]
     dicom = DicomScpService(WorklistSCP(store, s.dicom, s.worklist, services=dicom_services,
-                                        metrics=metrics), s)
+                                        metrics=metrics, audit=audit.trail), s)
     ack_ids = AckControlIds()  # one MSH-10 source for every ACK this daemon sends
-    mllp = MllpService(s, build_intake(s, mappings.current, commits, ack_ids, metrics),
-                       ack_ids)
+    mllp = MllpService(s, build_intake(s, mappings.current, commits, ack_ids, metrics,
+                                    workers=mappings, audit=audit.trail),
+                       ack_ids, audit.trail)
     readiness = Readiness(readiness_checks(
         store, mllp=lambda: mllp.listening, dicom=lambda: dicom.listening,
         writer=lambda: commits.running, mappings=mappings))
     metrics.watch_outbox(outbox_reader(store))
+    metrics.watch_forward(queue_reader(store))
     metrics.watch_mappings(mapping_reader(mappings))
     metrics.watch_connections(mllp=lambda: mllp.open_connections,
                               dicom=lambda: dicom.scp.open_associations)
     metrics.watch_readiness(readiness.results)
+    if s.reconcile.enabled:  # the items watched, found, in conflict (per scrape)
+        metrics.watch_reconcile(reconcile_reader(store))
     watch: list[asyncio.Task[None]] = []
 
     async def watch_start() -> None:
@@ -325,17 +385,35 @@ def build_services(settings: Settings, store: Store, mappings: MappingReloader
         listening.clear()
         await sender.stop()
 
+    forward_listening: list[Callable[[], None]] = []
+
+    async def forwarder_start() -> None:
+        await forwarder.start()
+        if forwarder.destinations:  # PostgreSQL: other instances' new rows wake it at once
+            forward_listening.append(store.listen(FORWARD_CHANNEL,
+                                                  lambda _payload: forwarder.wake()))
+
+    async def forwarder_stop() -> None:
+        for close in forward_listening:
+            await asyncio.to_thread(close)
+        forward_listening.clear()
+        await forwarder.stop()
+
     # The operator console (admin.enabled), started after the listeners, stopped first.
     console = (ConsoleService(s, _console_server(s, store, commits, reporter, sender.wake,
-                                                 mappings, metrics, readiness, me))
+                                                 mappings, metrics, readiness, me,
+                                                 audit.trail))
                if s.admin.enabled else None)
     return ServiceSet(
         services=[
+            audit,
             _writer(commits),
             Hooks("instance", leadership.start, leadership.stop),
             Hooks("outbox-sender", sender_start, sender_stop),
+            Hooks("mpps-forward", forwarder_start, forwarder_stop),
             _task("housekeeping", housekeeping.start, housekeeping.stop),
             _task("retention", retention.start, retention.stop),
+            _task("reconcile", reconciler.start, reconciler.stop),
             dicom,
             mllp,
             Hooks("mapping-reload", watch_start, watch_stop),
@@ -370,7 +448,8 @@ class ConsoleService:
 def _console_server(s: Settings, store: Store, commits: CommitQueue,
                     reporter: Reporter | None,
                     wake: Callable[[], None], mappings: MappingReloader, metrics: Metrics,
-                    readiness: Readiness, me: InstanceInfo) -> ConsoleServer:
+                    readiness: Readiness, me: InstanceInfo,
+                    audit: AuditTrail = NO_AUDIT) -> ConsoleServer:
     """The console, given what it shows and acts through: the store, the daemon's
     writer, the one Reporter and the sender's wake (operator actions reach the RIS
     like MPPS), replay through the daemon's intake, the mappings, /metrics and
@@ -440,7 +519,9 @@ def _console_server(s: Settings, store: Store, commits: CommitQueue,
         plain={"/metrics": plain(lambda: metrics_endpoint(metrics)),
                "/healthz": plain(healthz_endpoint),
                "/readyz": plain(lambda: readyz_endpoint(readiness))},
-        version=_version())
+        version=_version(), audit=audit,
+        study_push=StudyPush(commits.submit, messages=reporter, notify=wake, audit=audit,
+                             metrics=metrics))
     try:
         return ConsoleServer(ctx, server_context(s.admin.tls, "admin.tls"))
     except ConsoleRefused as exc:

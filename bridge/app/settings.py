@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import ValidationError
 
+from bridge.audit.settings import AuditSettings
 from bridge.console.settings import AdminSettings
 from bridge.hl7.settings import MllpSettings
 from bridge.maintenance.settings import HousekeepingSettings
@@ -29,6 +30,7 @@ from bridge.mapping.settings import MappingSettings
 from bridge.mpps.settings import MppsSettings
 from bridge.orders.settings import OrdersSettings
 from bridge.outbound.settings import OutboundSettings
+from bridge.reconcile.settings import ReconcileSettings
 from bridge.section import Section
 from bridge.store.settings import StoreSettings
 from bridge.tls import TlsSettings
@@ -63,6 +65,9 @@ class Settings(Section):
     outbound: OutboundSettings = OutboundSettings()
     housekeeping: HousekeepingSettings = HousekeepingSettings()
     admin: AdminSettings = AdminSettings()  # the operator console: docs/console.md
+    audit: AuditSettings = AuditSettings()  # the ATNA audit trail: docs/audit.md
+    # Completion when the study reaches the PACS (query, IAN, push): docs/completion.md
+    reconcile: ReconcileSettings = ReconcileSettings()
 
     @property
     def sqlite_path(self) -> Path:
@@ -175,6 +180,18 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         update={"profiles": [resolve(p) for p in settings.outbound.profiles],
                 "destinations": [d.model_copy(update={"tls": tls_files(d.tls)})
                                  for d in settings.outbound.destinations]})
+    reconcile = settings.reconcile.model_copy(
+        update={"pacs": [p.model_copy(update={"tls": tls_files(p.tls)})
+                         for p in settings.reconcile.pacs]})
+    forward = settings.mpps.forward.model_copy(
+        update={"destinations": [d.model_copy(update={"tls": tls_files(d.tls)})
+                                 for d in settings.mpps.forward.destinations]})
+    settings = settings.model_copy(update={
+        "mpps": settings.mpps.model_copy(update={"forward": forward})})
+    settings = settings.model_copy(update={"audit": settings.audit.model_copy(update={
+        "repositories": [r.model_copy(update={"tls": tls_files(r.tls)})
+                         for r in settings.audit.repositories]})})
     return settings.model_copy(update={
         "data_dir": resolve(settings.data_dir), "store": store, "mapping": mapping,
-        "mllp": mllp, "dicom": dicom, "outbound": outbound, "admin": admin})
+        "mllp": mllp, "dicom": dicom, "outbound": outbound, "admin": admin,
+        "reconcile": reconcile})

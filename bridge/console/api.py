@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bridge.console import actions, views
 from bridge.console.context import ReplayResult
 from bridge.console.web import Call, Endpoint, HttpError
-from bridge.store import StepFilter, StoreTx
+from bridge.store import StepFilter, StoreTx, reconcile_tx
 from bridge.store.browse import MessageFilter
 
 Limit = Annotated[int, Field(ge=1, le=1000, description="rows per page")]
@@ -79,6 +79,21 @@ class AuditSearch(PageBody):
     actor: Text64 = ""
     target_kind: Literal["", "step", "message", "outbox"] = ""
     target_id: Text64 = ""
+
+
+UID = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
+
+
+class StudyPushBody(Body):
+    """A study the PACS holds as complete (Orthanc's OnStableStudy)."""
+
+    study_instance_uid: Annotated[str, Field(min_length=1, max_length=64, pattern=UID)]
+    accession_number: Annotated[str, Field(max_length=16, pattern=TEXT)] = ""
+    patient_id: Annotated[str, Field(max_length=64, pattern=ID_TEXT)] = ""
+    # Not strict: Orthanc's Lua writes a count as 3 or as 3.0.
+    series: Annotated[int, Field(ge=-1, le=1_000_000, strict=False)] = -1
+    instances: Annotated[int, Field(ge=-1, le=100_000_000, strict=False)] = -1
+    pacs: Annotated[str, Field(max_length=64, pattern=ID_TEXT)] = "orthanc"
 
 
 class Reason(Body):
@@ -290,7 +305,8 @@ async def mpps_item(call: Call) -> Any:
 async def mapping_explain(call: Call) -> Any:
     b: Explain = call.body
     try:
-        return views.explain_text(call.ctx.mappings(), b.message)
+        return views.explain_text(call.ctx.mappings(), b.message, charset=call.ctx.charset,
+                                  aliases=dict(call.ctx.charset_aliases))
     except views.PasteError as exc:
         raise HttpError(422, str(exc)) from None
 
@@ -314,6 +330,24 @@ async def audit_search(call: Call) -> Any:
     b: AuditSearch = call.body
     return await _read(views.search_audit, call.ctx.store, b.actor, b.target_kind,
                        b.target_id, b.limit, b.offset)
+
+
+async def reconcile_study(call: Call) -> Any:
+    push = call.ctx.study_push
+    if push is None:
+        raise HttpError(404, "the PACS push is not available in this daemon")
+    b: StudyPushBody = call.body
+    return await push(study_uid=b.study_instance_uid, accession=b.accession_number,
+                      patient_id=b.patient_id, series=b.series, instances=b.instances,
+                      pacs=b.pacs, user=call.actor.name, host=call.actor.peer)
+
+
+async def reconcile_conflicts(call: Call) -> Any:
+    rows = await _read(reconcile_tx.conflicts, call.ctx.store, 1000)
+    items = [{"step_id": c.step_id, "kind": c.kind, "detail": c.detail, "pacs": c.pacs,
+              "found_study_uid": c.found_uid, "accession_number": c.accession,
+              "status": c.sps_status, "at": c.at} for c in rows]
+    return {"items": items, "total": len(items), "limit": 1000, "offset": 0}
 
 
 _ID = "{id:rowid}"  # bridge/console/web.py: RowId
@@ -370,6 +404,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              config, "admin"),
     Endpoint("GET", "/api/instances", "viewer", "The daemon instances and their roles",
              instances, "admin", response="Page"),
+    Endpoint("POST", "/api/reconcile/study", "operator",
+             "A PACS reports a complete study (Orthanc OnStableStudy): complete or flag "
+             "its items", reconcile_study, "reconcile", StudyPushBody),
+    Endpoint("GET", "/api/reconcile/conflicts", "viewer",
+             "Items not completed because the PACS holds a conflicting study",
+             reconcile_conflicts, "reconcile", response="Page"),
     Endpoint("POST", "/api/audit/search", "admin",
              "Search the audit trail of changes made through the console", audit_search,
              "admin", AuditSearch, response="Page"),

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from bridge.audit import NO_AUDIT, AuditTrail
 from bridge.console.settings import AdminSettings
 from bridge.mapping.engine import MappingSet
 from bridge.steps import Reporter
@@ -43,6 +44,16 @@ class PlainAnswer:
     body: bytes
 
 
+class StudyPushHook(Protocol):
+    """A PACS says a study is complete (bridge.reconcile.StudyPush; Orthanc's
+    OnStableStudy calls ``POST /api/reconcile/study``): what it completed, kept
+    and flagged, as step ids."""
+
+    async def __call__(self, *, study_uid: str, accession: str = "", patient_id: str = "",
+                       series: int = -1, instances: int = -1, pacs: str = "push",
+                       user: str = "", host: str = "") -> dict[str, Any]: ...
+
+
 @dataclass
 class ConsoleContext:
     settings: AdminSettings
@@ -61,3 +72,5 @@ class ConsoleContext:
     # Public endpoints served as they are, by path (e.g. /metrics, /healthz, /readyz).
     plain: Mapping[str, Callable[[], Awaitable[PlainAnswer]]] = field(default_factory=dict)
     version: str = ""
+    study_push: StudyPushHook | None = None  # None: POST /api/reconcile/study answers 404
+    audit: AuditTrail = NO_AUDIT  # User Authentication events: logins and logouts

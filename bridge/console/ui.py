@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bridge.console import actions, api, views
+from bridge.console import actions, api, atna, views
 from bridge.console.actions import ActionRefused
 from bridge.console.auth import allows
 from bridge.console.context import ConsoleContext
@@ -50,7 +50,7 @@ _env.filters["pretty"] = lambda v: json.dumps(v, indent=1, ensure_ascii=False)
 NAV = (("/", "Dashboard", "viewer"), ("/worklist", "Worklist", "viewer"),
        ("/messages", "Messages", "viewer"), ("/outbox", "Outbox", "viewer"),
        ("/mpps", "MPPS", "viewer"), ("/mapping", "Mapping", "viewer"),
-       ("/audit", "Audit", "admin"), ("/config", "Config", "admin"))
+       ("/audit", "Audit", "admin"), ("/atna", "ATNA", "admin"), ("/config", "Config", "admin"))
 
 Page = Callable[[Request, Identity], Awaitable[Response]]
 
@@ -172,10 +172,12 @@ class Pages:
         if principal is None:
             limiter.failed(*keys)
             log.warning("console login failed from %s", peer)
+            self.ctx.audit.authentication(user=name, host=peer, login=True, success=False)
             return self._login_page("wrong name or password", 401)
         limiter.succeeded(f"user:{name}")
         session = self.gate.auth.open_session(principal)
         log.info("console login: %s (%s) from %s", principal.name, principal.role, peer)
+        self.ctx.audit.authentication(user=principal.name, host=peer, login=True)
         done = RedirectResponse("/", 303)
         self.gate.session_cookie(done, session)
         done.delete_cookie(LOGIN_COOKIE, path="/login")
@@ -184,6 +186,8 @@ class Pages:
     async def logout(self, request: Request, identity: Identity) -> Response:
         if identity.session is not None:
             self.gate.auth.close_session(identity.session.id)
+            self.ctx.audit.authentication(user=identity.principal.name, host=request.client.host
+                                          if request.client else "", login=False)
         response = RedirectResponse("/login", 303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -375,7 +379,9 @@ class Pages:
             form = await request.form()
             text = str(form.get("message", ""))[:1_000_000]
             try:
-                result = views.explain_text(self.ctx.mappings(), text)
+                result = views.explain_text(self.ctx.mappings(), text,
+                                            charset=self.ctx.charset,
+                                            aliases=dict(self.ctx.charset_aliases))
             except views.PasteError as exc:
                 error = str(exc)
         return self.render(request, identity, "mapping.html", text=text, result=result,
@@ -387,6 +393,27 @@ class Pages:
                                (page_no - 1) * self.page_size)
         return self.render(request, identity, "audit.html", page=page, page_no=page_no,
                            page_size=self.page_size)
+
+    async def atna(self, request: Request, identity: Identity) -> Response:
+        """The ATNA audit trail's local copy (read-only; filters as ``audit list``)."""
+        form: FormData | dict[str, str] = (await request.form() if request.method == "POST"
+                                           else {})
+        fields = {k: str(form.get(k, "")).strip()[:64] for k in atna.FILTERS}
+        try:
+            offset = max(0, int(str(form.get("offset", "0")) or 0))
+        except ValueError:
+            offset = 0
+        error = "" if not fields["days"] or fields["days"].isdigit() else \
+            "Days: a whole number of days"
+        page = await self.read(atna.search, self.store, fields, self.page_size, offset)
+        return self.render(request, identity, "atna.html", page=page, f=fields, error=error)
+
+    async def atna_event(self, request: Request, identity: Identity) -> Response:
+        event_id = int(request.path_params["id"])
+        e = await self.read(atna.event, self.store, event_id)
+        if e is None:
+            raise HttpError(404, f"no audit event {event_id}")
+        return self.render(request, identity, "atna_event.html", e=e)
 
     async def config(self, request: Request, identity: Identity) -> Response:
         return self.render(request, identity, "config.html",
@@ -416,5 +443,7 @@ def routes(gate: Gate, ctx: ConsoleContext) -> list[BaseRoute]:
         Route("/mpps/{id:rowid}", g("viewer", p.mpps_item), methods=["GET"]),
         Route("/mapping", g("viewer", p.mapping), methods=["GET", "POST"]),
         Route("/audit", g("admin", p.audit), methods=["GET"]),
+        Route("/atna", g("admin", p.atna), methods=["GET", "POST"]),
+        Route("/atna/{id:rowid}", g("admin", p.atna_event), methods=["GET"]),
         Route("/config", g("admin", p.config), methods=["GET"]),
     ]

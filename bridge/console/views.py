@@ -13,6 +13,7 @@ from typing import Any
 from pydicom import Dataset
 
 from bridge.hl7 import CharsetError, HL7ParseError, decode_frame, parse_message
+from bridge.hl7.charset import text_codec
 from bridge.hl7.message import Limits
 from bridge.mapping.engine import MappingSet
 from bridge.mapping.explain import explain, routing_order, shown_path
@@ -245,15 +246,22 @@ class PasteError(ValueError):
     """A pasted message that is not HL7 (no MSH, bad MSH-18, ...)."""
 
 
-def explain_text(mappings: MappingSet, text: str) -> dict[str, Any]:
+def explain_text(mappings: MappingSet, text: str, *, charset: str = "ascii",
+                 aliases: dict[str, str] | None = None) -> dict[str, Any]:
     """``mapping explain`` for a pasted message: routing, then each attribute's value,
-    the HL7 field it came from and the rule that fired."""
+    the HL7 field it came from and the rule that fired.
+
+    Pasted text is already Unicode, but the bytes of its ``\\Xhh\\`` escapes are in
+    the set MSH-18 names (else ``charset``, mllp.default_charset), as in the daemon."""
     text = text.strip().replace("\r\n", "\r").replace("\n", "\r")
     if not text.startswith("MSH"):
         raise PasteError("not an HL7 message: it must start with an MSH segment")
-    try:  # pasted text is already Unicode: MSH-18 has nothing left to decode
+    try:
+        codec = text_codec(text, default=charset, aliases=aliases or {})
         message = parse_message(text, Limits(segments=2000, fields=256, repetitions=100,
-                                             components=100))
+                                             components=100), codec=codec)
+    except CharsetError as exc:
+        raise PasteError(f"MSH-18: {exc}") from None
     except HL7ParseError as exc:
         raise PasteError(f"not an HL7 message: {exc}") from None
     exp = explain(mappings, message)

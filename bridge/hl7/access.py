@@ -26,6 +26,7 @@ it can send a byte; the per-frame check stays for servers without that gate.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -85,14 +86,20 @@ class AllowListHandler:
     """A FrameHandler that refuses frames from sources the allow-list doesn't name."""
 
     def __init__(self, inner: FrameHandler, allow: SourceAllowList,
-                 ack_ids: AckControlIds | None = None) -> None:
+                 ack_ids: AckControlIds | None = None,
+                 on_refused: Callable[[str, str], None] | None = None) -> None:
         self._inner = inner
         self._allow = allow
         self._ack_ids = ack_ids or AckControlIds()
+        # (peer, why) for each refusal: the audit trail's Security Alert.
+        self._on_refused = on_refused or (lambda peer, why: None)
 
     def admits(self, address: str) -> bool:
         """The listener's check at accept (AddressGate): mllp.allow.hosts alone."""
-        return self._allow.host_allowed(address)
+        if self._allow.host_allowed(address):
+            return True
+        self._on_refused(address, "address not in mllp.allow.hosts")
+        return False
 
     async def handle_frame(self, payload: bytes, peer: str) -> bytes | None:
         refusal = self._refusal(payload, peer)
@@ -127,6 +134,7 @@ class AllowListHandler:
         control_id = header.value(10) if header is not None else ""
         log.warning("HL7 message %s from %s (MSH-3 %s, MSH-4 %s) refused: %s",
                     shown(control_id), peer, shown(application), shown(facility), why)
+        self._on_refused(peer, why)
         if header is None:
             return (None,)
         return (self._ack(header, error),)
@@ -140,10 +148,13 @@ class AllowListHandler:
 
 
 def guard_sources(handler: FrameHandler, allow: MllpAllowSettings,
-                  ack_ids: AckControlIds | None = None) -> FrameHandler:
+                  ack_ids: AckControlIds | None = None,
+                  on_refused: Callable[[str, str], None] | None = None) -> FrameHandler:
     """``handler`` behind the allow-list; ``handler`` itself when nothing is restricted.
 
-    Pass the ``ack_ids`` the handler uses, so refusals and ACKs never share an MSH-10.
+    Pass the ``ack_ids`` the handler uses, so refusals and ACKs never share an MSH-10;
+    ``on_refused(peer, why)`` hears of every refusal (the audit trail).
     """
     allow_list = SourceAllowList(allow)
-    return AllowListHandler(handler, allow_list, ack_ids) if allow_list.active else handler
+    return (AllowListHandler(handler, allow_list, ack_ids, on_refused) if allow_list.active
+            else handler)

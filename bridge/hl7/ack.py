@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -201,3 +201,67 @@ def build_ack(msh: Segment, ack_code: str, *, errors: Sequence[ErrorDetail] = ()
           for detail in errors),
     ]
     return "\r".join(segments) + "\r"
+
+
+# --- enhanced acknowledgement mode (MSH-15, MSH-16) ------------------------------------
+
+# HL7 table 0155: when an acknowledgement is wanted.
+_ACK_CONDITIONS = frozenset({"AL", "NE", "ER", "SU"})
+# Errors that refuse the message itself (table 0357): in enhanced mode a commit reject.
+_COMMIT_REJECTS = frozenset({200, 201, 202, 203})
+_INTERNAL_ERROR = 207
+
+
+def enhanced_mode(msh: Segment) -> tuple[str, str] | None:
+    """(MSH-15, MSH-16) when the message asks for enhanced acknowledgement mode, None
+    for original mode (both empty). A value outside table 0155 counts as AL."""
+    accept, application = msh.value(15).strip().upper(), msh.value(16).strip().upper()
+    if not accept and not application:
+        return None
+    return (accept if accept in _ACK_CONDITIONS else "AL",
+            application if application in _ACK_CONDITIONS else "AL")
+
+
+def commit_code(ack_code: str, errors: Sequence[ErrorDetail]) -> str:
+    """The accept (commit) ACK code for a message whose application ACK is ``ack_code``.
+
+    CA: the message is safely stored, whatever the application made of it (a
+    rejected message is kept as a dead letter; its application ACK says why).
+    CR: the message itself is refused (type, event, processing ID, version).
+    CE: it could not be stored (AR 207): the sender should send it again.
+    """
+    if ack_code in ("AA", "AE"):
+        return "CA"
+    if any(e.code in _COMMIT_REJECTS for e in errors):
+        return "CR"
+    if any(e.code == _INTERNAL_ERROR for e in errors):
+        return "CE"
+    return "CA"
+
+
+def _wanted(condition: str, success: bool) -> bool:
+    return condition == "AL" or (condition == "ER" and not success) or (
+        condition == "SU" and success)
+
+
+def enhanced_acks(msh: Segment, ack_code: str, errors: Sequence[ErrorDetail],
+                  build: Callable[[str, Sequence[ErrorDetail]], bytes]) -> list[bytes]:
+    """The acknowledgements for a message in enhanced mode, in the order they are sent.
+
+    The accept ACK (CA/CE/CR) when MSH-15 asks for it, then, for a committed message,
+    the application ACK (AA/AE/AR) when MSH-16 asks for it; ``build(code, errors)``
+    writes one. MLLP answers every frame, so a message that asks for neither still
+    gets its accept ACK.
+    """
+    mode = enhanced_mode(msh)
+    if mode is None:
+        return [build(ack_code, errors)]
+    accept, application = mode
+    commit = commit_code(ack_code, errors)
+    committed = commit == "CA"
+    acks = []
+    if _wanted(accept, committed):
+        acks.append(build(commit, () if committed else errors))
+    if committed and _wanted(application, ack_code == "AA"):
+        acks.append(build(ack_code, errors))
+    return acks or [build(commit, () if committed else errors)]

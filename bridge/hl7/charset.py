@@ -81,8 +81,79 @@ def _canonical(codec: str) -> str:
         raise CharsetError(f"unknown Python codec {codec!r}") from None
 
 
-def _msh18_repetitions(frame: bytes) -> list[str]:
-    """Every repetition of MSH-18, read from the raw bytes (none when absent)."""
+# Double-byte sets whose trail bytes include "|", "^", "~" and "\\" (Big5 A5 7C is 四,
+# GB 18030 81 7C is 亅): in MSH-3..17 such a character would shift MSH-18 when the
+# line is split as bytes, so the line is also read in each of them (below).
+_TRAIL_BYTE_CODECS = ("gb18030", "big5")
+
+
+def _msh18_repetitions(frame: bytes, aliases: Mapping[str, str] | None = None) -> list[str]:
+    """Every repetition of MSH-18 (none when absent), independent of the bytes before it.
+
+    The MSH line is split as bytes, which is right for every single-byte set, UTF-8
+    (no byte of a multi-byte character is below 0x80) and ISO 2022 (shifted runs
+    are cut out first). A line with bytes above 0x7F may instead be in a set whose
+    trail bytes include the separators (GB 18030, Big5, or a site alias such as
+    Shift_JIS): when the line decodes in one of those, split as characters, and its
+    MSH-18 then names that very set, that reading wins.
+    """
+    values = _msh18_split(frame)
+    line = _msh_line(frame)
+    if line is None or line.isascii():
+        return values
+    candidates: dict[str, None] = dict.fromkeys(_TRAIL_BYTE_CODECS)
+    for target in (aliases or {}).values():
+        name = _safe_canonical(target)
+        if name is not None:
+            candidates[name] = None
+    for codec in candidates:
+        if codec in ("utf-8", "iso2022_jp", "iso2022_jp_2"):
+            continue
+        try:
+            text = line.decode(codec)
+        except (UnicodeDecodeError, LookupError):
+            continue
+        named = _msh18_of_text(text)
+        if not named:
+            continue
+        try:
+            if codec_for(named[0], default="ascii", aliases=aliases or {}) == codec:
+                return named
+        except CharsetError:
+            continue
+    return values
+
+
+def _safe_canonical(codec: str) -> str | None:
+    try:
+        return codecs.lookup(codec).name
+    except LookupError:
+        return None
+
+
+def _msh_line(frame: bytes) -> bytes | None:
+    data = frame.lstrip(b"\x0b\r\n \t")
+    if data.startswith(BOM):
+        data = data[len(BOM):].lstrip(b"\r\n \t")
+    if not data.startswith(b"MSH") or len(data) < 8:
+        return None
+    match = _SEGMENT_END.search(data)
+    return data[:match.start()] if match else data
+
+
+def _msh18_of_text(line: str) -> list[str]:
+    """MSH-18's repetitions from a decoded MSH line (split as characters)."""
+    sep = line[3:4]
+    fields = [line[:3], *line[4:].split(sep)]
+    if len(fields) < 18 or not sep or sep.isalnum() or sep.isspace():
+        return []
+    repetition = fields[1][1:2]
+    values = fields[17].split(repetition) if repetition else [fields[17]]
+    return [v.strip() for v in values]
+
+
+def _msh18_split(frame: bytes) -> list[str]:
+    """MSH-18's repetitions, the MSH line split as bytes."""
     data = frame.lstrip(b"\x0b\r\n \t")
     if data.startswith(BOM):
         data = data[len(BOM):].lstrip(b"\r\n \t")
@@ -146,19 +217,31 @@ def codec_for(msh18: str, *, default: str, aliases: Mapping[str, str]) -> str:
         msh18=msh18)
 
 
-def decode_frame(frame: bytes, *, default: str, aliases: Mapping[str, str]) -> DecodedFrame:
-    """Decode a frame strictly in the charset its MSH-18 names (a UTF-8 BOM is dropped)."""
-    values = _msh18_repetitions(frame)
-    msh18 = "~".join(values)
+def _codec_of(values: list[str], default: str, aliases: Mapping[str, str]) -> str:
     codec = codec_for(values[0] if values else "", default=default, aliases=aliases)
     # ISO 2022 code extension (MSH-20): further repetitions name the sets
     # switched to by escape sequences, often after an empty first one
     # ("~ISO IR87"). Only the ISO 2022 codec can read such text.
     extensions = {" ".join(v.split()).upper() for v in values[1:]}
     if "ISO IR159" in extensions:
-        codec = "iso2022_jp_2"
-    elif "ISO IR87" in extensions and codec != "iso2022_jp_2":
-        codec = "iso2022_jp"
+        return "iso2022_jp_2"
+    if "ISO IR87" in extensions and codec != "iso2022_jp_2":
+        return "iso2022_jp"
+    return codec
+
+
+def text_codec(text: str, *, default: str, aliases: Mapping[str, str]) -> str:
+    """The codec MSH-18 of already decoded ``text`` names (a message pasted into the
+    console): the one its ``\\Xhh\\`` bytes are in. Raises CharsetError like decode_frame."""
+    line = text.lstrip("\ufeff \t\r\n").split("\r", 1)[0].split("\n", 1)[0]
+    return _codec_of(_msh18_of_text(line) if line.startswith("MSH") else [], default, aliases)
+
+
+def decode_frame(frame: bytes, *, default: str, aliases: Mapping[str, str]) -> DecodedFrame:
+    """Decode a frame strictly in the charset its MSH-18 names (a UTF-8 BOM is dropped)."""
+    values = _msh18_repetitions(frame, aliases)
+    msh18 = "~".join(values)
+    codec = _codec_of(values, default, aliases)
     skipped = 0
     start = len(frame) - len(frame.lstrip(b"\x0b\r\n \t"))
     if frame.startswith(BOM, start):

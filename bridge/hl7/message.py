@@ -11,9 +11,10 @@ Positions are 1-based, as in HL7 (``PID-3.4.1``). For MSH, field 1 is the
 field separator itself and field 2 the encoding characters, so ``MSH-9`` means
 the same here as in the standard.
 
-Escape sequences (``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\.br\\ \\Xhh\\``) are decoded
-at the sub-component level, after splitting, which is the only order that keeps
-an escaped delimiter from splitting a value.
+Escape sequences (``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\.br\\ \\Xhh\\``, and the
+ISO 2022 switches ``\\Cxxyy\\ \\Mxxyyzz\\``) are decoded at the sub-component
+level, after splitting, which is the only order that keeps an escaped delimiter
+from splitting a value; a switch holds to the end of its sub-component.
 
 ``parse_message(text, limits)`` also bounds the work one message can cause
 (segments, fields, repetitions, components): the counts are taken with
@@ -365,6 +366,9 @@ def unescape(text: str, d: Delimiters) -> str:
     esc = d.escape
     if esc not in text:
         return text
+    switches = _switch_points(text, esc)
+    if switches:
+        return _unescape_switched(text, switches, d)
     out: list[str] = []
     hex_bytes = bytearray()  # consecutive \X..\ sequences, decoded together
     hex_text: list[str] = []
@@ -398,6 +402,83 @@ def unescape(text: str, d: Delimiters) -> str:
 
 
 _HEX = frozenset("0123456789abcdefABCDEF")
+
+# \Cxxyy\ (single-byte set) and \Mxxyy[zz]\ (multi-byte set): the ISO 2022 escape
+# sequence ESC xx yy [zz] that designates the set the text after it is in.
+_SWITCH = re.compile(r"C[0-9A-Fa-f]{4}|M[0-9A-Fa-f]{4}(?:[0-9A-Fa-f]{2})?")
+_ASCII_SETS = frozenset({b"(B", b"(J"})  # back to ASCII / JIS X 0201 Roman (G0)
+# Multi-byte G0 sets (7-bit): ISO-2022-JP-2 decodes the run given its escape sequence.
+_ISO2022_G0 = frozenset({b"$@", b"$B", b"$(D", b"$A", b"$(C"})
+# G1 sets (8-bit, GR): the run's bytes are read with the set's own codec.
+_ISO2022_G1 = {b"-A": "iso8859-1", b"-B": "iso8859-2", b"-C": "iso8859-3",
+               b"-D": "iso8859-4", b"-L": "iso8859-5", b"-G": "iso8859-6",
+               b"-F": "iso8859-7", b"-H": "iso8859-8", b"-M": "iso8859-9",
+               b"-T": "tis-620", b")I": "shift_jis", b"$)C": "euc_kr", b"$)A": "gb2312"}
+
+
+def _switch_points(text: str, esc: str) -> list[tuple[int, int, str]]:
+    """(start, end, sequence) of each \\C..\\ or \\M..\\ escape, read from the left as
+    the decoder reads escapes (so the "C2842" in ``\\E\\C2842\\E\\`` is text)."""
+    points: list[tuple[int, int, str]] = []
+    i = text.find(esc)
+    while i != -1:
+        close = text.find(esc, i + 1)
+        if close == -1:
+            break
+        seq = text[i + 1:close]
+        if _SWITCH.fullmatch(seq):
+            points.append((i, close + 1, seq))
+        i = text.find(esc, close + 1)
+    return points
+
+
+def _unescape_switched(text: str, switches: list[tuple[int, int, str]],
+                       d: Delimiters) -> str:
+    """A sub-component with character set switches: each run, from its switch to the
+    next one or the end of the sub-component, is read in the set its switch names."""
+    out = [unescape(text[:switches[0][0]], d)]
+    for n, (start, end, seq) in enumerate(switches):
+        stop = switches[n + 1][0] if n + 1 < len(switches) else len(text)
+        designation = bytes.fromhex(seq[1:])
+        if designation in _ASCII_SETS:
+            out.append(unescape(text[end:stop], d))
+            continue
+        try:
+            out.append(_designated(designation, _run_bytes(text[end:stop], d)))
+        except (UnicodeError, LookupError):
+            out.append(text[start:stop])  # kept as sent: never guessed, never dropped
+    return "".join(out)
+
+
+def _run_bytes(run: str, d: Delimiters) -> bytes:
+    """The bytes of a switched run as sent: its text in the frame's codec (which
+    gives them back exactly), ``\\Xhh\\`` as those bytes, other escapes decoded."""
+    esc = d.escape
+    out = bytearray()
+    i = 0
+    while i < len(run):
+        at = run.find(esc, i)
+        close = run.find(esc, at + 1) if at != -1 else -1
+        if close == -1:
+            out += run[i:].encode(d.codec)
+            break
+        out += run[i:at].encode(d.codec)
+        seq = run[at + 1:close]
+        out += (bytes.fromhex(seq[1:]) if _is_hex_escape(seq)
+                else unescape(run[at:close + 1], d).encode(d.codec))
+        i = close + 1
+    return bytes(out)
+
+
+def _designated(designation: bytes, data: bytes) -> str:
+    """``data`` read in the set ``designation`` (the bytes after ESC) designates.
+    Raises LookupError for a set not known here, UnicodeError for bytes not in it."""
+    if designation in _ISO2022_G0:
+        return (b"\x1b" + designation + data).decode("iso2022_jp_2")
+    g1 = _ISO2022_G1.get(designation)
+    if g1 is None:
+        raise LookupError(f"no character set for ESC {designation!r}")
+    return data.decode(g1)
 
 
 def _is_hex_escape(seq: str) -> bool:

@@ -123,6 +123,22 @@ class FrameDecoder:
         return Frame(payload)
 
 
+# Between the messages of one reply (the accept and the application ACK of enhanced
+# acknowledgement mode): the end of one frame and the start of the next, which no
+# HL7 message holds, so a reply of several messages is still one bytes value.
+FRAME_BREAK = END + CR + START
+
+
+def join_messages(messages: list[bytes]) -> bytes:
+    """Several messages as one reply; ``encode_frames`` sends each as its own frame."""
+    return FRAME_BREAK.join(messages)
+
+
+def encode_frames(reply: bytes) -> bytes:
+    """A reply (one message, or several joined by ``join_messages``) as MLLP frames."""
+    return b"".join(encode_frame(m) for m in reply.split(FRAME_BREAK))
+
+
 def encode_frame(payload: bytes) -> bytes:
     """Wrap a payload in VT ... FS CR. VT or FS inside it would break the framing."""
     if START in payload or END in payload:

@@ -34,10 +34,11 @@ import ssl as ssl_module
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from bridge.hl7.mllp import Frame, FrameDecoder, OversizeFrame, encode_frame
+from bridge.hl7.mllp import Frame, FrameDecoder, OversizeFrame, encode_frames
 from bridge.hl7.settings import MllpSettings
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,12 @@ class MllpServer:
     def __init__(self, handler: FrameHandler, *, max_frame_bytes: int,
                  idle_timeout_s: float, limits: ConnectionLimits | None = None,
                  ssl: ssl_module.SSLContext | None = None,
-                 ssl_handshake_timeout_s: float = 10.0) -> None:
+                 ssl_handshake_timeout_s: float = 10.0,
+                 on_tls_failed: Callable[[str, str], None] | None = None) -> None:
         self._handler = handler
+        # (peer, why) for each failed TLS handshake: the audit trail's Security Alert,
+        # passed in by bridge.app (this layer does not import bridge.audit).
+        self._on_tls_failed = on_tls_failed
         self._gate = handler if isinstance(handler, AddressGate) else None
         self._max_frame_bytes = max_frame_bytes
         self._idle_timeout_s = idle_timeout_s
@@ -168,14 +173,17 @@ class MllpServer:
                     max_frame_bytes: int, idle_timeout_s: float,
                     ssl: ssl_module.SSLContext | None = None,
                     ssl_handshake_timeout_s: float = 10.0,
-                    limits: ConnectionLimits | None = None) -> MllpServer:
+                    limits: ConnectionLimits | None = None,
+                    on_tls_failed: Callable[[str, str], None] | None = None) -> MllpServer:
         """Listen; with ``ssl`` (bridge.tls.server_context) every connection is TLS.
 
         TLS starts on each connection after the accept checks (StreamWriter.start_tls),
-        so a refused or surplus peer costs no handshake.
+        so a refused or surplus peer costs no handshake. ``on_tls_failed(peer, why)`` is
+        called for each failed handshake (it must not block).
         """
         self = cls(handler, max_frame_bytes=max_frame_bytes, idle_timeout_s=idle_timeout_s,
-                   limits=limits, ssl=ssl, ssl_handshake_timeout_s=ssl_handshake_timeout_s)
+                   limits=limits, ssl=ssl, ssl_handshake_timeout_s=ssl_handshake_timeout_s,
+                   on_tls_failed=on_tls_failed)
         self._server = await asyncio.start_server(self._serve, host, port)
         address = self._server.sockets[0].getsockname()
         self._port = int(address[1])
@@ -279,8 +287,13 @@ class MllpServer:
                                    ssl_handshake_timeout=self._ssl_handshake_timeout_s)
         except OSError as exc:  # ssl.SSLError, a reset, the handshake timeout
             reason = exc.reason if isinstance(exc, ssl_module.SSLError) else None
-            log.warning("TLS handshake with %s failed: %s", peer,
-                        reason or type(exc).__name__)
+            why = reason or type(exc).__name__  # OpenSSL's reason, as for DICOM
+            log.warning("TLS handshake with %s failed: %s", peer, why)
+            if self._on_tls_failed is not None:
+                try:
+                    self._on_tls_failed(peer, why)
+                except Exception as hook_exc:  # noqa: BLE001 - never fails the listener
+                    log.error("TLS failure hook failed for %s (%s)", peer, _where(hook_exc))
             return False
         return True
 
@@ -377,7 +390,7 @@ class MllpServer:
                 log.info("closing MLLP connection from %s without a reply, as the handler asked",
                          peer)
                 return False
-            writer.write(encode_frame(reply))
+            writer.write(encode_frames(reply))  # two in enhanced mode (accept, application)
         except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the listener
             log.error("MLLP handler failed for a frame from %s (%s); closing the connection",
                       peer, _where(exc))

@@ -62,6 +62,11 @@ class MllpSettings(Section):
     # and ERR-2..8 whatever their MSH-12; every other sender gets the ERR of its
     # own version (docs/hl7-interface.md, section 6). "*" means every sender.
     ack_err_both: list[str] = Field(default_factory=list)
+    # Senders (MSH-3.1, case-insensitive; "*" every sender) whose MSH-15/MSH-16 are
+    # honoured (enhanced acknowledgement mode: an accept ACK CA/CE/CR, then the
+    # application ACK as MSH-16 asks). Others get the original-mode ACK whatever
+    # MSH-15/16 say, as most RIS that send "AL|NE" expect (docs/hl7-interface.md, 6).
+    enhanced_ack: list[str] = Field(default_factory=list)
     tls: TlsSettings = TlsSettings()
     allow: MllpAllowSettings = MllpAllowSettings()
 

@@ -12,7 +12,6 @@ the role is still this instance's; a new leader runs a round at once (``kick``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from typing import Protocol, TypeVar
 from bridge.maintenance.idle import expire_job
 from bridge.maintenance.purge import PurgeCounts, purge_job
 from bridge.maintenance.settings import HousekeepingSettings
+from bridge.periodic import Periodic
 from bridge.steps import Reporter
 from bridge.store import Submit
 from bridge.store.base import StoreTx
@@ -50,6 +50,10 @@ def guarded(leader: Leader | None, job: Callable[[StoreTx], T], idle: T
     return run
 
 
+def _failed(exc: Exception) -> None:
+    log.error("housekeeping failed: %s", type(exc).__name__)  # tried again next interval
+
+
 class Housekeeping:
     def __init__(self, settings: HousekeepingSettings, submit: Submit, *,
                  messages: Reporter | None = None,
@@ -60,35 +64,20 @@ class Housekeeping:
         self._messages = messages
         self._notify = notify or (lambda: None)
         self._leader = leader
-        self._task: asyncio.Task[None] | None = None
-        self._kick = asyncio.Event()
+        self._periodic = Periodic("housekeeping", settings.interval_s, self.run_once,
+                                  on_error=_failed,
+                                  is_leader=None if leader is None else leader.is_leader)
 
     def start(self) -> None:
         if self._settings.enabled:
-            self._task = asyncio.create_task(self._run(), name="housekeeping")
+            self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._periodic.stop()
 
     def kick(self) -> None:
         """Run a round now (this instance just became the maintenance leader)."""
-        self._kick.set()
-
-    async def _run(self) -> None:
-        while True:
-            self._kick.clear()
-            try:
-                if self._leader is None or self._leader.is_leader():
-                    await self.run_once()
-            except Exception as exc:  # noqa: BLE001 - try again next interval
-                log.error("housekeeping failed: %s", type(exc).__name__)
-            try:
-                await asyncio.wait_for(self._kick.wait(), self._settings.interval_s)
-            except TimeoutError:
-                pass
+        self._periodic.kick()
 
     async def run_once(self, now: datetime | None = None) -> tuple[int, PurgeCounts]:
         """One round: every idle rule, then the purge. Returns (items changed, purged)."""
@@ -106,7 +95,9 @@ class Housekeeping:
             self._notify()
         counts = await self._submit(guarded(self._leader, purge_job(self._settings, now),
                                             PurgeCounts()))
-        if any((counts.sent, counts.dead, counts.mpps, counts.steps)):
+        if counts != PurgeCounts():
             log.info("housekeeping purged %d sent and %d dead outbox message(s), %d MPPS, "
-                     "%d worklist item(s)", counts.sent, counts.dead, counts.mpps, counts.steps)
+                     "%d worklist item(s), %d sent and %d dead MPPS-forward row(s)",
+                     counts.sent, counts.dead, counts.mpps, counts.steps, counts.forward_sent,
+                     counts.forward_dead)
         return changed, counts

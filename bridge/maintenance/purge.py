@@ -1,6 +1,7 @@
 """Purges: delivered outbox messages, dead letters, final MPPS instances and
 (when configured) worklist items in a terminal status, each after its own
-number of days. Pending outbox messages are never purged.
+number of days. Forwarded and dead MPPS-forward rows go with the outbox's sent
+and dead messages (same settings). Pending rows of either queue are never purged.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from datetime import datetime, timedelta
 
 from bridge.maintenance.settings import HousekeepingSettings
 from bridge.steps import TERMINAL
-from bridge.store import mpps_tx, outbox_tx
+from bridge.store import mpps_forward_tx, mpps_tx, outbox_tx
 from bridge.store.base import StoreTx
 from bridge.store.sqltx import stamp
 
@@ -22,6 +23,8 @@ class PurgeCounts:
     dead: int = 0
     mpps: int = 0
     steps: int = 0
+    forward_sent: int = 0  # MPPS-forward rows
+    forward_dead: int = 0
 
 
 def purge_job(settings: HousekeepingSettings, now: datetime
@@ -31,6 +34,7 @@ def purge_job(settings: HousekeepingSettings, now: datetime
 
     def job(tx: StoreTx) -> PurgeCounts:
         s = settings
+        forward = mpps_forward_tx.ForwardState
         return PurgeCounts(
             sent=outbox_tx.purge(tx, outbox_tx.OutboxState.SENT, before(s.purge_sent_days))
             if s.purge_sent_days else 0,
@@ -41,6 +45,10 @@ def purge_job(settings: HousekeepingSettings, now: datetime
             steps=mpps_tx.purge_steps(tx, statuses=TERMINAL,
                                       changed_before=stamp(before(s.purge_steps_days)))
             if s.purge_steps_days else 0,
+            forward_sent=mpps_forward_tx.purge(tx, forward.SENT, before(s.purge_sent_days))
+            if s.purge_sent_days else 0,
+            forward_dead=mpps_forward_tx.purge(tx, forward.DEAD, before(s.purge_dead_days))
+            if s.purge_dead_days else 0,
         )
 
     return job

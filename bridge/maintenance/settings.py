@@ -42,8 +42,10 @@ class HousekeepingSettings(Section):
     enabled: bool = True
     interval_s: float = Field(default=300.0, gt=0)
     idle_rules: list[IdleRule] = Field(default_factory=list)
-    purge_sent_days: float = Field(default=30.0, ge=0, description="delivered outbox messages")
-    purge_dead_days: float = Field(default=90.0, ge=0, description="dead letters")
+    purge_sent_days: float = Field(
+        default=30.0, ge=0, description="delivered outbox messages and forwarded MPPS requests")
+    purge_dead_days: float = Field(
+        default=90.0, ge=0, description="dead letters (outbox and MPPS forwarding)")
     purge_mpps_days: float = Field(default=90.0, ge=0, description="final MPPS instances")
     purge_steps_days: float = Field(
         default=0.0, ge=0, description="COMPLETED/DISCONTINUED/CANCELED worklist items")

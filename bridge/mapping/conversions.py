@@ -13,6 +13,10 @@ Structured conversions take the parts of one repetition (its components), or
 of one component (its sub-components) when the path addresses a component:
     PN        XPN family^given^middle^suffix^prefix -> PN family^given^middle^prefix^suffix
     PN_XCN    XCN id^family^given^middle^suffix^prefix -> PN
+    A name field repeated with name representation codes (XPN-8, XCN-15; HL7
+    table 4000: A alphabetic, I ideographic, P phonetic) becomes one PN with
+    those component groups: ``YAMADA^TARO^^^^^L^A~山田^太郎^^^^^L^I`` ->
+    ``YAMADA^TARO=山田^太郎`` (``name_run`` says which repetitions belong together).
     CODE      CE/CWE code^text^scheme -> one code sequence item
     CODE_ALT  CE/CWE components 4-6 (the alternate code) -> one code sequence item
 """
@@ -20,7 +24,7 @@ of one component (its sub-components) when the path addresses a component:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pydicom import Dataset
@@ -46,7 +50,7 @@ class ConversionError(ValueError):
 
 
 def _ts(text: str) -> re.Match[str]:
-    m = _TS.fullmatch(text.strip())
+    m = _TS.fullmatch(text.strip(" "))
     if not m:
         raise ConversionError("is not an HL7 date/time (YYYYMMDD[HHMM[SS[.S]]][+/-ZZZZ])")
     return m
@@ -81,7 +85,7 @@ def to_dt(text: str) -> str:
 
 
 def to_tz(text: str) -> str:
-    m = _TS.fullmatch(text.strip())
+    m = _TS.fullmatch(text.strip(" "))
     offset = m.group(8) if m else None
     if not offset:
         return ""
@@ -96,7 +100,9 @@ def _part(parts: Repetition, comp: int, sub: int = 1) -> str:
     if comp > len(parts):
         return ""
     subs = parts[comp - 1]
-    return subs[sub - 1].strip() if sub <= len(subs) else ""
+    # Spaces only: a control character decoded from \X0D\ must reach the VR check
+    # (an error naming the field), not vanish with the white space.
+    return subs[sub - 1].strip(" ") if sub <= len(subs) else ""
 
 
 def _family(parts: Repetition, comp: int) -> str:
@@ -151,12 +157,70 @@ def alt_code_item(parts: Repetition, truncate: bool = False) -> Dataset | None:
     return _code_item(parts, 4, truncate)
 
 
+# HL7 table 4000 (name representation code) -> index of the DICOM PN component group.
+REPRESENTATION_GROUPS = {"A": 0, "I": 1, "P": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class NameFields:
+    """Where a name data type keeps its name type code and name representation code."""
+
+    type_code: int       # XPN-7, XCN-10 (L legal, D display, ...)
+    representation: int  # XPN-8, XCN-15 (A, I, P)
+
+
+XPN_FIELDS = NameFields(type_code=7, representation=8)
+XCN_FIELDS = NameFields(type_code=10, representation=15)
+
+
+def _code(parts: Repetition, comp: int) -> str:
+    return _part(parts, comp).upper()
+
+
+def name_run(reps: Sequence[Repetition], fields: NameFields) -> int:
+    """How many of ``reps``, from the first, are one person name in several groups.
+
+    The first repetition (without a representation code it counts as alphabetic)
+    is joined by each following one whose code (A, I or P) names a group not yet
+    taken and whose name type code is the same (or empty on either side). A
+    repetition without a code never joins: ``DOE^JOHN~DOE^J`` stays two names.
+    """
+    if not reps:
+        return 0
+    first = reps[0]
+    code = _code(first, fields.representation) or "A"
+    if code not in REPRESENTATION_GROUPS:
+        return 1
+    taken = {code}
+    kind = _code(first, fields.type_code)
+    count = 1
+    for rep in reps[1:]:
+        code = _code(rep, fields.representation)
+        other = _code(rep, fields.type_code)
+        if code not in REPRESENTATION_GROUPS or code in taken or (kind and other
+                                                                  and other != kind):
+            break
+        taken.add(code)
+        count += 1
+    return count
+
+
+def grouped_pn(names: Sequence[tuple[Repetition, str]], fields: NameFields) -> str:
+    """One PN from the repetitions of one name (``name_run``), each already converted
+    to its PN text: each goes to the component group its representation code names."""
+    groups = ["", "", ""]
+    for parts, text in names:
+        groups[REPRESENTATION_GROUPS.get(_code(parts, fields.representation), 0)] = text
+    return "=".join(groups).rstrip("=")
+
+
 @dataclass(frozen=True, slots=True)
 class Conversion:
     name: str
     target_vrs: frozenset[str]
     text: Callable[[str], str] | None = None
     structured: Callable[[Repetition, bool], object] | None = None
+    names: NameFields | None = None  # a name type: repetitions may be component groups
 
 
 CONVERSIONS: dict[str, Conversion] = {
@@ -164,8 +228,9 @@ CONVERSIONS: dict[str, Conversion] = {
     "TM": Conversion("TM", frozenset({"TM"}), text=to_tm),
     "DT": Conversion("DT", frozenset({"DT"}), text=to_dt),
     "TZ": Conversion("TZ", frozenset({"SH"}), text=to_tz),
-    "PN": Conversion("PN", frozenset({"PN"}), structured=xpn_to_pn),
-    "PN_XCN": Conversion("PN_XCN", frozenset({"PN"}), structured=xcn_to_pn),
+    "PN": Conversion("PN", frozenset({"PN"}), structured=xpn_to_pn, names=XPN_FIELDS),
+    "PN_XCN": Conversion("PN_XCN", frozenset({"PN"}), structured=xcn_to_pn,
+                         names=XCN_FIELDS),
     "CODE": Conversion("CODE", frozenset({"SQ"}), structured=code_item),
     "CODE_ALT": Conversion("CODE_ALT", frozenset({"SQ"}), structured=alt_code_item),
 }

@@ -25,7 +25,7 @@ from pydicom.uid import generate_uid
 from bridge.hl7.message import Message, Repetition
 from bridge.mapping import errors as codes
 from bridge.mapping import vr
-from bridge.mapping.conversions import ConversionError
+from bridge.mapping.conversions import ConversionError, NameFields, grouped_pn, name_run
 from bridge.mapping.errors import MappingError
 from bridge.mapping.paths import Anchor, Chain, Condition, FieldPath, RepPath
 from bridge.mapping.provenance import MappedStep
@@ -162,6 +162,7 @@ class ValueRule:
     case: Callable[[str], str] | None = None
     default: tuple[Any, ...] = ()
     truncate: bool = False
+    names: NameFields | None = None  # as: PN/PN_XCN: repetitions may be component groups
 
     def produce(self, ctx: Context, anchor: Anchor, multi: bool) -> tuple[list[Any], Hit | None]:
         """The values (empty ones dropped) and the hit the first came from."""
@@ -169,8 +170,14 @@ class ValueRule:
             return (list(self.default[:None if multi else 1]), None)
         out: list[Any] = []
         where: Hit | None = None
+        joined: set[tuple[int, int, int]] = set()  # repetitions already in a name
         for raw, hit in self.source.fetch(ctx, anchor, multi):
-            value = self._steps(raw, hit)
+            if self.names is not None and hit is not None and not hit.comp:
+                if (id(hit.ref.segment), hit.field, hit.rep_no) in joined:
+                    continue
+                value = self._name(hit, self.names, joined)
+            else:
+                value = self._steps(raw, hit)
             if value is None or value == "":
                 continue
             out.append(value)
@@ -219,6 +226,20 @@ class ValueRule:
         if self.case is not None and isinstance(value, str):
             value = self.case(value)
         return value
+
+    def _name(self, hit: Hit, fields: NameFields, joined: set[tuple[int, int, int]]) -> Any:
+        """The PN of the name starting at ``hit``: it and the repetitions after it
+        that carry its other component groups (``conversions.name_run``)."""
+        reps = hit.ref.segment.field(hit.field)[hit.rep_no - 1:]
+        count = name_run(reps, fields)
+        if count <= 1:
+            return self._steps(hit.parts(), hit)
+        names = []
+        for offset, rep in enumerate(reps[:count]):
+            member = Hit(hit.ref, hit.field, hit.rep_no + offset, rep)
+            joined.add((id(hit.ref.segment), hit.field, member.rep_no))
+            names.append((rep, str(self._steps(rep, member) or "")))
+        return grouped_pn(names, fields)
 
     def _error(self, code: int, problem: str, hit: Hit | None, value: str) -> MappingError:
         where = hit.label() if hit is not None else self.source.text
@@ -484,6 +505,8 @@ class Mapping:
     # Segment types an item reads one of (paths without a selector, ORC for the order
     # control): a second one where an item looks, or one no item sees, is rejected.
     one_per_item: tuple[str, ...] = ()
+    # (trigger event, "ORC-1[/ORC-5]") for messages without ORC (SIU^S12 -> NW ...).
+    event_control: tuple[tuple[str, str], ...] = ()
 
     def map(self, message: Message) -> list[MappedStep]:
         """One step per group (per message without ``group_by``); MappingError if rejected."""

@@ -234,7 +234,8 @@ class _FileCompiler(FileChecker):
         if self.errors or match is None:
             return None
         return Mapping(spec.name, self.path, match, tuple(spec.group_by), record, policy,
-                       sources=tuple(dict.fromkeys(self.sources)), one_per_item=one_per_item)
+                       sources=tuple(dict.fromkeys(self.sources)), one_per_item=one_per_item,
+                       event_control=tuple(spec.order_control.items()))
 
     def one_per_item(self, spec: MappingSpec) -> tuple[str, ...]:
         """The segment types each item reads one of: those a path names without a
@@ -580,6 +581,7 @@ class _FileCompiler(FileChecker):
             table=table, lookup=lookup,
             text_conversion=conversion.text if conversion is not None else None,
             structured=conversion.structured if conversion is not None else None,
+            names=conversion.names if conversion is not None else None,
             case=str.upper if spec.case == "upper" else str.lower if spec.case else None,
             default=default, truncate=spec.truncate, **extra)
         if spec.join is not None:

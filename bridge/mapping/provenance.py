@@ -39,6 +39,9 @@ class StepSource(Protocol):
     @property
     def group_by(self) -> tuple[str, ...]: ...
 
+    @property
+    def event_control(self) -> tuple[tuple[str, str], ...]: ...
+
     def locate(self, context: Context, keyword: str) -> str: ...
 
     def from_message(self, context: Context, keyword: str) -> bool: ...
@@ -57,10 +60,13 @@ class OrderControl:
     code: str  # ORC-1, upper case; "" when the group has no ORC
     status: str  # ORC-5, upper case
     orc_seq: int  # the ORC's ERL sequence number (1 when there is none)
+    # Where the code came from when not from an ORC: the trigger event (MSH-9.2) of a
+    # message without ORC, through its mapping's order_control (SIU^S15 -> CA).
+    source: str = ""
 
     @property
     def location(self) -> str:
-        return f"ORC^{self.orc_seq}^1"
+        return self.source or f"ORC^{self.orc_seq}^1"
 
 
 class MappedStep:
@@ -104,7 +110,13 @@ class MappedStep:
         """ORC-1/ORC-5 of the order the item belongs to: the first ORC in its scope."""
         refs = self._context.scope.get("ORC")
         if not refs:
-            return OrderControl("", "", 1)
+            message = self._context.message
+            event = message.msh.value(9, 2).strip().upper() if message is not None else ""
+            control = dict(self._mapping.event_control).get(event)
+            if control is None:
+                return OrderControl("", "", 1)
+            code, _, status = control.partition("/")
+            return OrderControl(code, status, 1, source="MSH^1^9^1^2")
         orc = refs[0]
         return OrderControl(orc.segment.value(1).strip().upper(),
                             orc.segment.value(5).strip().upper(), orc.seq)

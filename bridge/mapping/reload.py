@@ -40,12 +40,25 @@ class MappingReloader:
         self._loader = loader
         self._current = loader(settings)
         self._fingerprint = self._scan(self._current)
+        # What the active set was built from, and its number (0 for the first load):
+        # worker processes (bridge.orders.workers) load the same files and compare.
+        self.loaded: Fingerprint = self._fingerprint
+        self.version = 0
+        self._stamp = (self.version, self.loaded)
         self._requested: asyncio.Event | None = None
         self.reloads = 0  # successful reloads, for tests and operators' curiosity
         self.rejected = 0  # reloads refused because a file was broken
 
+    @property
+    def settings(self) -> MappingSettings:
+        return self._settings
+
     def current(self) -> MappingSet:
         return self._current
+
+    def stamp(self) -> tuple[int, Fingerprint]:
+        """The active set's version and what it was built from, read together."""
+        return self._stamp
 
     def reload(self, reason: str = "requested") -> bool:
         """Load the files now; True when the new set is active. Thread-safe for one caller."""
@@ -68,7 +81,9 @@ class MappingReloader:
                           ", ".join(self._current.names))
             return False
         self._current = new
-        self._fingerprint = self._scan(new)
+        self._fingerprint = self.loaded = self._scan(new)
+        self.version += 1
+        self._stamp = (self.version, self.loaded)
         self.reloads += 1
         log.info("mappings reloaded (%s); active: %s", reason, ", ".join(new.names))
         return True
@@ -99,22 +114,27 @@ class MappingReloader:
     # -- what the set was built from
 
     def _scan(self, mappings: MappingSet | None) -> Fingerprint:
-        paths: set[Path] = set()
-        for path in self._settings.paths:
-            paths.add(path)
-            if path.is_dir():
-                paths.update(p for p in path.iterdir() if p.suffix.lower() in MAPPING_SUFFIXES)
-        source = mappings if mappings is not None else self._current
-        for mapping in source.mappings:
-            paths.add(mapping.path)
-            paths.update(mapping.sources)
-        out = []
-        for path in sorted(paths):
-            try:
-                st = os.stat(path)
-            except OSError:
-                out.append((str(path), -1, -1))
-                continue
-            # A folder's mtime changes when a file is added, removed or renamed in it.
-            out.append((str(path), st.st_mtime_ns, st.st_size))
-        return tuple(out)
+        return scan_files(self._settings, mappings if mappings is not None else self._current)
+
+
+def scan_files(settings: MappingSettings, mappings: MappingSet | None) -> Fingerprint:
+    """Modification times and sizes of what a set is built from: the configured paths,
+    the mapping files in their folders and, given a set, the files it read."""
+    paths: set[Path] = set()
+    for path in settings.paths:
+        paths.add(path)
+        if path.is_dir():
+            paths.update(p for p in path.iterdir() if p.suffix.lower() in MAPPING_SUFFIXES)
+    for mapping in mappings.mappings if mappings is not None else ():
+        paths.add(mapping.path)
+        paths.update(mapping.sources)
+    out = []
+    for path in sorted(paths):
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append((str(path), -1, -1))
+            continue
+        # A folder's mtime changes when a file is added, removed or renamed in it.
+        out.append((str(path), st.st_mtime_ns, st.st_size))
+    return tuple(out)

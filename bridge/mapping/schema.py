@@ -157,6 +157,11 @@ class MappingSpec(_Strict):
     vars: Annotated[dict[str, Scalar | None], BeforeValidator(_word_keys)] = Field(
         default_factory=dict)
     study_uid: StudyUidSpec = StudyUidSpec()
+    order_control: dict[Annotated[str, Field(pattern=r"^[A-Z0-9]{3}$")],
+                        Annotated[str, Field(pattern=r"^[A-Z]{2}(/[A-Z]{0,2})?$")]] = Field(
+        default_factory=dict,
+        description="for messages without ORC (SIU): trigger event (MSH-9.2) -> the ORC-1 "
+                    "code, optionally /ORC-5, the order control table reads for it")
     lookups: dict[str, LookupSpec] = Field(default_factory=dict)
     hooks: dict[str, Annotated[str, Field(pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")]] = \
         Field(default_factory=dict, description="name -> file.py:function, the last resort")

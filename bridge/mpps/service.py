@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -38,9 +38,11 @@ from pynetdicom.dimse_primitives import N_CREATE, N_SET
 # a type checker cannot see them.
 from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
+from bridge.audit import NO_AUDIT, AuditTrail
 from bridge.dicomwire import MalformedDataSet, check_data_set
 from bridge.logsafe import shown
 from bridge.mpps import linking
+from bridge.mpps.forward import Received, forward_rows, received_as_is
 from bridge.mpps.settings import MppsSettings
 from bridge.mpps.unscheduled import order_from_mpps
 from bridge.mpps.validate import (
@@ -68,7 +70,7 @@ from bridge.steps import (
     change_status,
     report,
 )
-from bridge.store import mpps_tx
+from bridge.store import mpps_forward_tx, mpps_tx
 from bridge.store.base import Store, StoreError, StoreTx
 from bridge.store.mpps_tx import StepRecord
 
@@ -94,6 +96,7 @@ class MppsOutcome:
     steps_kept: tuple[int, ...] = ()
     messages: int = 0
     scheduled: bool = True
+    forwarded: int = 0  # rows queued for the MPPS forwarding destinations
 
 
 class MppsService:
@@ -105,14 +108,22 @@ class MppsService:
                  messages: Reporter | None = None,
                  notify: Callable[[], None] | None = None,
                  max_data_set_bytes: int = 4 * 1024 * 1024,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None,
+                 forward_to: Sequence[str] = (),
+                 notify_forward: Callable[[], None] | None = None,
+                 audit: AuditTrail = NO_AUDIT) -> None:
         self._store = store
+        self._audit = audit  # a Procedure Record event per N-CREATE/N-SET
         self._metrics = metrics  # N-CREATE/N-SET by resulting status
         self._settings = settings
         self._messages = messages
         self._notify = notify or (lambda: None)
         # dicom.max_message_bytes: how far a deflated attribute list may inflate.
         self._max_data_set_bytes = max_data_set_bytes
+        # MPPS forwarding (forward.py): every accepted request is queued for each of
+        # these destinations in its own transaction; notify_forward wakes the forwarder.
+        self._forward_to = tuple(forward_to)
+        self._notify_forward = notify_forward or (lambda: None)
 
     def handlers(self) -> list[tuple[Any, Callable[[evt.Event], _Response]]]:
         return [(evt.EVT_N_CREATE, self._on_create), (evt.EVT_N_SET, self._on_set)]
@@ -129,17 +140,20 @@ class MppsService:
                 raise MppsFailure(NO_SUCH_SOP_CLASS, "only MPPS is served here")
             _well_formed(event, request.AttributeList, "N-CREATE", "attribute list", calling,
                          self._max_data_set_bytes)
+            received = _received(event, request.AttributeList)
             ds = _decoded_or_fail(lambda: event.attribute_list, "N-CREATE", "attribute list",
                                   calling)
-            outcome = self.create(uid or None, ds, calling_aet=calling)
+            outcome = self.create(uid or None, ds, calling_aet=calling, received=received)
         except MppsFailure as exc:
             LOGGER.info("MPPS N-CREATE from %s refused: %s", calling, exc)
             self._count("n_create", "refused")
+            self._audited(event, uid, create=True, reason=str(exc))
             return _failure(exc, with_tags=False), None
         except Exception as exc:  # noqa: BLE001 - the association and the SCP stay up
             self._count("n_create", "failed")
             return _internal(exc, "N-CREATE"), None
         self._count("n_create", outcome.status)
+        self._audited(event, outcome.sop_instance_uid, create=True, status=outcome.status)
         reply = Dataset()
         if not uid:
             # pynetdicom moves it into the response's Affected SOP Instance UID.
@@ -156,18 +170,30 @@ class MppsService:
                 raise MppsFailure(NO_SUCH_SOP_CLASS, "only MPPS is served here")
             _well_formed(event, request.ModificationList, "N-SET", "modification list",
                          calling, self._max_data_set_bytes)
+            received = _received(event, request.ModificationList)
             changes = _decoded_or_fail(lambda: event.modification_list, "N-SET",
                                        "modification list", calling)
-            outcome = self.update(uid, changes)
+            outcome = self.update(uid, changes, received=received)
         except MppsFailure as exc:
             LOGGER.info("MPPS N-SET from %s refused: %s", calling, exc)
             self._count("n_set", "refused")
+            self._audited(event, uid, create=False, reason=str(exc))
             return _failure(exc, with_tags=True), None
         except Exception as exc:  # noqa: BLE001 - the association and the SCP stay up
             self._count("n_set", "failed")
             return _internal(exc, "N-SET"), None
         self._count("n_set", outcome.status)
+        self._audited(event, uid, create=False, status=outcome.status)
         return SUCCESS, None
+
+    def _audited(self, event: evt.Event, uid: str, *, create: bool, status: str = "",
+                 reason: str = "") -> None:
+        if not self._audit.enabled:
+            return
+        requestor = getattr(event.assoc, "requestor", None)
+        self._audit.procedure(calling_ae=_calling_aet(event),
+                              host=str(getattr(requestor, "address", "")), create=create,
+                              mpps_uid=uid, status=status, success=not reason, reason=reason)
 
     def _count(self, operation: str, status: str) -> None:
         if self._metrics is not None:
@@ -175,12 +201,17 @@ class MppsService:
 
     # --- the work, callable without a network ---
 
-    def create(self, uid: str | None, ds: Dataset, *, calling_aet: str = "") -> MppsOutcome:
-        """Store a new MPPS, update its steps, queue status messages. Raises MppsFailure."""
+    def create(self, uid: str | None, ds: Dataset, *, calling_aet: str = "",
+               received: Received | None = None) -> MppsOutcome:
+        """Store a new MPPS, update its steps, queue status messages and forwards
+        (``received``: the attribute list as it came in; None: encode ``ds``).
+        Raises MppsFailure."""
         if uid is not None and not valid_uid(uid):
             raise MppsFailure(INVALID_INSTANCE, "Affected SOP Instance UID is not a valid UID")
         check_create(ds)
         sop_uid = uid or generate_uid()
+        if received is None and self._forward_to:
+            received = received_as_is(ds)
         ds.SOPClassUID = MPPS_SOP_CLASS
         ds.SOPInstanceUID = sop_uid
 
@@ -193,15 +224,20 @@ class MppsService:
                 tx, sop_instance_uid=sop_uid, status=str(ds.PerformedProcedureStepStatus),
                 calling_aet=calling_aet, station_aet=_text(ds, "PerformedStationAETitle"),
                 modality=_text(ds, "Modality"), item=ds, step_ids=[s.id for s in steps])
-            return self._apply(tx, mpps_id, sop_uid, ds, steps)
+            forwarded = self._forward(tx, mpps_id, sop_uid, mpps_forward_tx.N_CREATE, received)
+            return replace(self._apply(tx, mpps_id, sop_uid, ds, steps), forwarded=forwarded)
 
         outcome = self._write(job)
         LOGGER.info("MPPS %s created (IN PROGRESS) by %s: %s", sop_uid, calling_aet or "?",
                     _summary(outcome))
         return outcome
 
-    def update(self, uid: str, changes: Dataset) -> MppsOutcome:
-        """Apply an N-SET. Raises MppsFailure."""
+    def update(self, uid: str, changes: Dataset, *,
+               received: Received | None = None) -> MppsOutcome:
+        """Apply an N-SET (``received``: the modification list as it came in; None:
+        encode ``changes``). Raises MppsFailure."""
+        if received is None and self._forward_to:
+            received = received_as_is(changes)
 
         def job(tx: StoreTx) -> MppsOutcome:
             record = mpps_tx.find_mpps(tx, uid)
@@ -216,15 +252,17 @@ class MppsService:
             check_final(merged, final_state_checks=self._settings.final_state_checks)
             status = _text(merged, "PerformedProcedureStepStatus")
             mpps_tx.update_mpps(tx, record.id, status=status, item=merged)
+            forwarded = self._forward(tx, record.id, uid, mpps_forward_tx.N_SET, received)
             if status == record.status:
-                return MppsOutcome(uid, record.id, status, scheduled=bool(record.step_ids))
+                return MppsOutcome(uid, record.id, status, scheduled=bool(record.step_ids),
+                                   forwarded=forwarded)
             steps = mpps_tx.steps_by_id(tx, record.step_ids)
             if not steps:
                 # Unscheduled so far: the order may have arrived since the N-CREATE.
                 steps = self._link(tx, merged)
                 if steps:
                     mpps_tx.link_steps(tx, record.id, [s.id for s in steps])
-            return self._apply(tx, record.id, uid, merged, steps)
+            return replace(self._apply(tx, record.id, uid, merged, steps), forwarded=forwarded)
 
         outcome = self._write(job)
         LOGGER.info("MPPS %s set to %s: %s", uid, outcome.status, _summary(outcome))
@@ -241,7 +279,18 @@ class MppsService:
             raise result
         if result.messages:
             self._notify()
+        if result.forwarded:
+            self._notify_forward()
         return result
+
+    def _forward(self, tx: StoreTx, mpps_id: int, uid: str, operation: str,
+                 received: Received | None) -> int:
+        """Queue the request as received for every forwarding destination, in the
+        MPPS's own transaction (bridge/store/mpps_forward_tx.py)."""
+        if not self._forward_to or received is None:
+            return 0
+        return len(mpps_forward_tx.enqueue(
+            tx, forward_rows(self._forward_to, uid, operation, received, mpps_id)))
 
     def _link(self, tx: StoreTx, ds: Dataset) -> list[StepRecord]:
         keys = tuple(self._settings.match_keys)
@@ -287,6 +336,14 @@ class MppsService:
 def _text(ds: Dataset, keyword: str) -> str:
     value = ds.get(keyword)
     return "" if value is None else str(value).strip()
+
+
+def _received(event: evt.Event, encoded: Any) -> Received | None:
+    """The request's data set as the modality sent it, for forwarding: its bytes and
+    the transfer syntax they are in (deflated ones stay deflated)."""
+    if encoded is None:
+        return None
+    return Received(bytes(encoded.getvalue()), str(event.context.transfer_syntax))
 
 
 def _decoded(ds: Dataset | None) -> Dataset:

@@ -32,7 +32,7 @@ from typing import Protocol
 from pydicom import Dataset
 
 from bridge.hl7 import ErrorDetail
-from bridge.mapping import MappedStep, OrderControl
+from bridge.mapping import OrderControl
 from bridge.orders import errors
 from bridge.orders.checks import (
     conflict_rejection,
@@ -168,9 +168,52 @@ def _rejected(otx: OrdersTx, envelope: Envelope, rejection: Rejection) -> Outcom
 
 # --- orders (ORM^O01, OMI^O23, OMG^O19) ---------------------------------------------
 
+class StepFacts(Protocol):
+    """What the write job asks of a mapped step: a MappedStep, or a DetachedStep (its
+    answers computed ahead, in the worker process that mapped it)."""
+
+    @property
+    def item(self) -> Dataset: ...
+
+    def locate(self, keyword: str) -> str: ...
+
+    def from_message(self, keyword: str) -> bool: ...
+
+
+# The questions the write job asks (lifecycle.decide_step, OrderWork): a DetachedStep
+# answers these and no other.
+LOCATED = ("AccessionNumber",)
+FROM_MESSAGE = ("StudyInstanceUID",)
+
+
+class DetachedStep:
+    """A mapped step without its message: the item and the few answers the write job
+    needs, so a worker process sends back a Dataset and a few strings, not the
+    parsed message and the mapping."""
+
+    __slots__ = ("_from_message", "_locations", "item")
+
+    def __init__(self, step: StepFacts) -> None:
+        self.item = step.item
+        self._locations = {k: step.locate(k) for k in LOCATED}
+        self._from_message = {k: step.from_message(k) for k in FROM_MESSAGE}
+
+    def locate(self, keyword: str) -> str:
+        return self._locations[keyword]  # KeyError: add the keyword to LOCATED
+
+    def from_message(self, keyword: str) -> bool:
+        return self._from_message[keyword]  # KeyError: add the keyword to FROM_MESSAGE
+
+    def __getstate__(self) -> tuple[Dataset, dict[str, str], dict[str, bool]]:
+        return self.item, self._locations, self._from_message
+
+    def __setstate__(self, state: tuple[Dataset, dict[str, str], dict[str, bool]]) -> None:
+        self.item, self._locations, self._from_message = state
+
+
 @dataclass(frozen=True, slots=True)
 class OrderStep:
-    mapped: MappedStep  # the item, and where in the message its values came from
+    mapped: StepFacts  # the item, and where in the message its values came from
     rule: OrderControlRule
     control: OrderControl  # mapped.order_control, read once
 

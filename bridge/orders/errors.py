@@ -34,6 +34,11 @@ class Rejection(Exception):
         self.log_text = log_text if log_text is not None else text
         super().__init__(text)
 
+    def __reduce__(self) -> tuple[type[Rejection], tuple[str, int, str, str], dict[str, str]]:
+        # Exceptions pickle their args; a worker process sends this one back whole.
+        return (type(self), (self.ack_code, self.code, self.location, self.text),
+                {"log_text": self.log_text})
+
     @property
     def error(self) -> ErrorDetail:
         return ErrorDetail(code=self.code, location=self.location, text=self.text)

@@ -4,8 +4,9 @@ The order of work is the guarantee:
 
 1. an exact resend of a recently accepted message is answered from memory
    with its original ACK (bridge.orders.replay): no decoding, no mapping;
-2. decode, tokenize, and decide what the message is (bridge.orders.intake:
-   routing, mapping, order control table, patient format checks);
+2. decode, tokenize, and decide what the message is (bridge.orders.decide and
+   bridge.orders.intake: routing, mapping, order control table, patient format
+   checks), in a worker process when there is a pool (bridge.orders.workers);
 3. one write job per message (bridge.orders.apply) checks for a replay
    again, applies the lifecycle, and records the message with its ACK, all
    in one transaction; the ACK is sent only after that commit.
@@ -18,8 +19,9 @@ with the original ACK.
 One message must not stall the others. Its structure is bounded before it is
 mapped (the mllp.max_* limits: AE with an ERR naming the limit and where), its
 items before they are stored (orders.max_item_bytes), and the CPU work of a
-frame over INLINE_BYTES (fingerprint, decoding, tokenizing, mapping) runs in a
-worker thread (LARGE_WORKERS of them), so the event loop keeps reading and
+frame over INLINE_BYTES runs off the event loop: its decision in a worker
+process (or, with orders.workers 0, in a worker thread, LARGE_WORKERS of them,
+which also fingerprint it in both cases), so the event loop keeps reading and
 answering other connections meanwhile. Each connection still waits for its
 frame's ACK before the next frame is read, so ACKs stay in order per
 connection, and the ACK still follows the commit.
@@ -36,35 +38,32 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
+from bridge.audit import NO_AUDIT, AuditTrail
 from bridge.hl7 import (
     AckControlIds,
-    CharsetError,
     ErrorDetail,
-    HL7LimitError,
-    HL7ParseError,
-    Limits,
     Segment,
     build_ack,
-    decode_frame,
-    echo,
     encode_text,
-    parse_message,
-    read_header,
     read_header_bytes,
 )
+from bridge.hl7.ack import enhanced_acks
+from bridge.hl7.mllp import join_messages
 from bridge.hl7.settings import MllpSettings
 from bridge.logsafe import shown
 from bridge.mapping import MappingSet
 from bridge.orders import errors
 from bridge.orders.apply import Envelope, Outcome, Work, message_job
+from bridge.orders.audited import hl7_builder
+from bridge.orders.decide import Decided, Decider
 from bridge.orders.errors import Rejection
 from bridge.orders.intake import Intake
 from bridge.orders.replay import RecentAcks, ReplayKey, content_hash, replay_key
 from bridge.orders.settings import OrdersSettings
+from bridge.orders.workers import INLINE_BYTES, DecidePool, WorkerLost
 from bridge.store import CommitQueue, InboundMessage, StoreTx
 from bridge.store.orders_tx import OrdersTx
 
@@ -75,27 +74,13 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# A frame up to this size is decided on the event loop (about a millisecond for a
-# typical order: a thread hop would cost more than it saves); a larger one in a
-# worker thread.
-INLINE_BYTES = 64 * 1024
-# Worker threads for large frames. More would not decide faster (one interpreter
-# lock), only let more large messages hold memory at once.
+# Without a pool of worker processes (orders.workers: 0), a frame up to INLINE_BYTES
+# is decided on the event loop (about a millisecond for a typical order: a thread
+# hop would cost more than it saves); a larger one in a worker thread. With a pool,
+# these threads only fingerprint large frames. More would not decide faster (one
+# interpreter lock), only let more large messages hold memory at once.
 LARGE_WORKERS = 2
-# MSH-10 is ST, at most 199 characters from v2.7 on (20 before). A longer one is
-# no control ID, and it would be kept in the resend cache and the message log.
-MAX_CONTROL_ID = 199
 LOG_TEXT_CHARS = 300  # of a rejection's log text (it may name peer values, e.g. MSH-9)
-
-
-@dataclass(frozen=True, slots=True)
-class _Decided:
-    """What the CPU part of a frame came to; ``header`` None: not HL7."""
-
-    header: Segment | None
-    work: Work | Rejection | None = None
-    codec: str = "ascii"
-    mapping: str = ""
 
 
 class Ingest:
@@ -105,19 +90,22 @@ class Ingest:
                  settings: MllpSettings, *, log_phi: bool = False,
                  orders: OrdersSettings | None = None,
                  ack_ids: AckControlIds | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, pool: DecidePool | None = None,
+                 audit: AuditTrail = NO_AUDIT) -> None:
         self._commits = commits
+        self._audit = audit  # an Order or Patient Record event per message stored
         self._metrics = metrics  # messages by type and outcome, ACK latency
         self._settings = settings
         self._err_both = frozenset(a.casefold() for a in settings.ack_err_both)
+        self._enhanced = frozenset(a.casefold() for a in settings.enhanced_ack)
         self._log_phi = log_phi
         self._orders = orders or OrdersSettings()
         self._intake = Intake(mappings, self._orders)
+        self._decider = Decider(self._intake, settings, log_phi=log_phi)
+        self._pool = pool  # worker processes that decide frames (bridge.orders.workers)
+        self._in_flight = 0  # frames between arrival and ACK
         self._recent = RecentAcks(self._orders.messages.replay_cache)
         self._ack_ids = ack_ids or AckControlIds()
-        self._limits = Limits(segments=settings.max_segments, fields=settings.max_fields,
-                              repetitions=settings.max_repetitions,
-                              components=settings.max_components)
         self._large: ThreadPoolExecutor | None = None  # made on the first large frame
 
     async def open(self) -> None:
@@ -135,8 +123,10 @@ class Ingest:
                         "flagged")
 
     async def close(self) -> None:
-        """Release the worker threads; the listener service calls it after the listener
-        closed, so no frame is being decided any more."""
+        """Release the worker threads and processes; the listener service calls it after
+        the listener closed, so no frame is being decided any more."""
+        if self._pool is not None:
+            await self._pool.close()
         if self._large is not None:
             self._large.shutdown(wait=False, cancel_futures=True)
             self._large = None
@@ -148,6 +138,10 @@ class Ingest:
         if self._large is None:
             self._large = ThreadPoolExecutor(LARGE_WORKERS, thread_name_prefix="hl7-large")
         return await asyncio.get_running_loop().run_in_executor(self._large, fn, *args)
+
+    @property
+    def pool(self) -> DecidePool | None:
+        return self._pool
 
     @property
     def cached_resends(self) -> int:
@@ -192,6 +186,13 @@ class Ingest:
         ``replay_of`` is set when an operator replays a dead letter
         (``mwl-bridge messages replay``); such a message skips the resend cache.
         """
+        self._in_flight += 1
+        try:
+            return await self._process(payload, peer, replay_of)
+        finally:
+            self._in_flight -= 1
+
+    async def _process(self, payload: bytes, peer: str, replay_of: int | None) -> Outcome:
         received_at = datetime.now(UTC)
         digest, key = await self._cpu(payload, _fingerprint, payload)
         if key is not None and replay_of is None:
@@ -201,7 +202,7 @@ class Ingest:
                 log.info("message %s from %s is a resend: answered with the original ACK",
                          shown(key.control_id), peer)
                 return Outcome(cached[1], "AA", None, "resend (from memory)", replayed=True)
-        decided = await self._cpu(payload, self._decide, payload, peer)
+        decided = await self._decide(payload, peer)
         if decided.header is None:
             return await self._not_hl7(payload, peer, received_at)
         assert decided.work is not None
@@ -209,44 +210,25 @@ class Ingest:
                                   codec=decided.codec, digest=digest, mapping=decided.mapping,
                                   key=key, replay_of=replay_of)
 
-    def _decide(self, payload: bytes, peer: str) -> _Decided:
-        """Decode, tokenize within the limits, and prepare: pure CPU, on any thread."""
+    async def _decide(self, payload: bytes, peer: str) -> Decided:
+        """Decide here, in a thread, or in a worker process (bridge.orders.workers)."""
+        pool = self._pool
+        if pool is None or not pool.wanted(len(payload), self._in_flight):
+            return await self._cpu(payload, self._decider.decide, payload, peer)
         try:
-            decoded = decode_frame(payload, default=self._settings.default_charset,
-                                   aliases=self._settings.charset_aliases)
-        except CharsetError as exc:
-            # The body can't be read, but MSH is ASCII: answer from it so the
-            # sender learns which MSH-18 value we could not honour.
+            decided = await pool.decide(payload, peer)
+        except WorkerLost as exc:
             header = read_header_bytes(payload)
-            if header is None:
-                return _Decided(None)
-            return _Decided(header, Rejection("AR", errors.TABLE_VALUE_NOT_FOUND,
-                                              "MSH^1^18^1^1", str(exc)))
-        header = read_header(decoded.text)
-        if header is None:
-            return _Decided(None)
-        work: Work | Rejection
-        mapping = ""
-        try:
-            message = parse_message(decoded.text, self._limits, codec=decoded.codec)
-            problem = _control_id_problem(header)
-            if problem is not None:
-                work = problem
-            else:
-                prepared = self._intake.prepare(message)
-                work, mapping = prepared.work, prepared.mapping
-        except HL7LimitError as exc:
-            # Content the sender must change (AE), not a message to resend as it is.
-            work = Rejection("AE", exc.code, exc.location, str(exc))
-        except HL7ParseError as exc:
-            work = Rejection("AR", exc.code, exc.location, f"cannot parse message: {exc}")
-        except Exception as exc:  # a bug must not cost the listener; the sender may retry
-            log.exception("preparing message %s from %s failed", shown(header.value(10)), peer)
-            work = Rejection("AR", errors.INTERNAL_ERROR, "",
-                             f"internal error while mapping: {type(exc).__name__}")
-        if self._log_phi:
-            log.debug("message %s content: %r", shown(header.value(10)), decoded.text)
-        return _Decided(header, work, decoded.codec, mapping)
+            log.error("a frame of %d bytes from %s was not decided: %s", len(payload), peer,
+                      exc)
+            return Decided(header, Rejection("AR", errors.INTERNAL_ERROR, "", str(exc)))
+        except Exception:  # a pool fault (a result that would not pickle): decide here
+            log.exception("a worker process failed on a frame from %s; deciding it in the "
+                          "daemon", peer)
+            decided = None
+        if decided is None:  # the worker could not build this daemon's mapping set
+            return await self._cpu(payload, self._decider.decide, payload, peer)
+        return decided
 
     async def _submit(self, payload: bytes, peer: str, received_at: datetime, header: Segment,
                       work: Work | Rejection, *, codec: str, digest: str, mapping: str,
@@ -265,6 +247,7 @@ class Ingest:
                                 text="message not stored: application internal error; "
                                      "please resend")
             return Outcome(make_ack("AR", [error]), "AR", None, "store failed")
+        self._audit.record_later(hl7_builder(payload, peer, outcome))
         kind = shown(envelope.record.message_type)
         # The same facts as fields, for logging.format json (bridge/app/logs.py).
         fields = {"control_id": control_id, "message_type": kind, "peer": peer,
@@ -301,32 +284,22 @@ class Ingest:
 
     def _ack(self, header: Segment, code: str, *, codec: str,
              errors: Sequence[ErrorDetail] = ()) -> bytes:
-        now = datetime.now()
-        control_id = self._ack_ids.next(now)
         both = "*" in self._err_both or header.value(3, 1).casefold() in self._err_both
-        text = build_ack(header, code, errors=errors, control_id=control_id, now=now,
-                         err_fields="both" if both else "version")
-        return encode_text(text, codec)
+
+        def one(ack_code: str, errs: Sequence[ErrorDetail]) -> bytes:
+            now = datetime.now()
+            text = build_ack(header, ack_code, errors=errs, control_id=self._ack_ids.next(now),
+                             now=now, err_fields="both" if both else "version")
+            return encode_text(text, codec)
+
+        # Enhanced acknowledgement mode (MSH-15/16) for the senders mllp.enhanced_ack names.
+        if {"*", header.value(3, 1).casefold()} & self._enhanced:
+            return join_messages(enhanced_acks(header, code, errors, one))
+        return one(code, errors)
 
 
 def _fingerprint(payload: bytes) -> tuple[str, ReplayKey | None]:
     return content_hash(payload), replay_key(payload)
-
-
-def _control_id_problem(header: Segment) -> Rejection | None:
-    """An empty or overlong MSH-10: the ACK could not name the message (AR)."""
-    control_id = header.value(10)
-    if not control_id.strip():
-        return Rejection("AR", errors.REQUIRED_FIELD_MISSING, "MSH^1^10",
-                         "MSH-10 (message control ID) is empty; every message needs a "
-                         "control ID of its own, which its ACK echoes in MSA-2")
-    if len(control_id) > MAX_CONTROL_ID:
-        return Rejection("AR", errors.DATA_TYPE_ERROR, "MSH^1^10",
-                         f"MSH-10 (message control ID) is {len(control_id)} characters; at "
-                         f"most {MAX_CONTROL_ID} are accepted; it begins {echo(control_id)}",
-                         log_text=f"MSH-10 (message control ID) is {len(control_id)} "
-                                  f"characters; at most {MAX_CONTROL_ID} are accepted")
-    return None
 
 
 def _keep(tx: StoreTx, record: InboundMessage) -> int:

@@ -2,8 +2,9 @@
 
 Everything here is pure (no store, no loop): routing by message type, the
 mapping, the order control table, the patient format checks, and the size of
-each item to be stored (orders.max_item_bytes). Ingest runs it on the event
-loop for small frames and in a worker thread for large ones. What needs the
+each item to be stored (orders.max_item_bytes). Ingest runs it in a worker
+process (bridge.orders.workers), or on the event loop for small frames and in a
+worker thread for large ones. What needs the
 store (replays, duplicates, merges, known patients) happens in the write job
 (bridge.orders.apply).
 

@@ -7,7 +7,7 @@ mwl-bridge.example.yaml.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -78,9 +78,13 @@ class PatientChecks(Section):
 
 class AdtSettings(Section):
     # Events whose PID replaces the patient's demographics on every stored item.
+    # A11/A13 (cancel admit/discharge), A23 (delete visit data), A35 (merge account)
+    # and A37 (unlink) change nothing the worklist holds but their current PID.
     update_events: list[str] = Field(
-        default_factory=lambda: ["A01", "A04", "A05", "A08", "A28", "A31"])
-    merge_events: list[str] = Field(default_factory=lambda: ["A40"])
+        default_factory=lambda: ["A01", "A04", "A05", "A08", "A28", "A31",
+                                 "A11", "A13", "A23", "A35", "A37"])
+    # A34 and A36 (v2.3.1 merges of the patient ID) carry MRG-1 as A40 does.
+    merge_events: list[str] = Field(default_factory=lambda: ["A40", "A34", "A36"])
     change_id_events: list[str] = Field(default_factory=lambda: ["A47"])
     # The mapping whose patient rules (PatientID, PatientName, ...) read the PID of
     # ADT messages; "" means the first mapping in routing order.
@@ -139,6 +143,11 @@ class OrdersSettings(Section):
     # transaction, on the store's only writer, while every other sender's commit
     # waits (490 items: half a second). More: AE 100 at the first group too many.
     max_items_per_message: int = Field(default=50, ge=1)
+    # Processes that decode, tokenize and map frames (bridge/orders/workers.py): "auto"
+    # is one fewer than the cores, for frames over 64 KiB, and on three cores or more
+    # also for small frames while another is in flight and a worker is idle; N sends
+    # every frame to N workers; 0 decides everything in the daemon.
+    workers: Literal["auto"] | Annotated[int, Field(ge=0, le=64)] = "auto"
     patients: PatientChecks = PatientChecks()
     adt: AdtSettings = AdtSettings()
     results: ResultSettings = ResultSettings()

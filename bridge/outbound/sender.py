@@ -54,9 +54,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from bridge.audit import NO_AUDIT, AuditTrail
 from bridge.hl7.client import MllpClient, ack_code_of, acked_control_id_of
+from bridge.outbound.audited import export_event
 from bridge.outbound.settings import OutboundDestination
 from bridge.outbound.tls import destination_contexts, server_name
 from bridge.store import Submit, outbox_tx, thread_submit
@@ -123,9 +126,10 @@ class OutboxSender:
     def __init__(self, store: Store, destinations: Sequence[OutboundDestination], *,
                  submit: Submit | None = None, poll_interval_s: float = 2.0,
                  stop_grace_s: float = 5.0, instance: str = "",
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, audit: AuditTrail = NO_AUDIT) -> None:
         self._store = store
         self._metrics = metrics  # sends, retries and dead letters per destination
+        self._audit = audit  # an Export event per message delivered
         self._submit = submit or thread_submit(store)
         self._poll = poll_interval_s
         self._grace = stop_grace_s
@@ -240,14 +244,9 @@ class OutboxSender:
         def job(tx: StoreTx) -> list[OutboxMessage]:
             # Claimed ones of ours are never offered again (their lease is live), but
             # an order being sent here keeps its next message for later all the same.
-            got = outbox_tx.claim_heads(tx, name, instance=self.instance,
-                                        limit=limit + len(busy), lease_s=lease,
-                                        now=datetime.now(UTC))
-            keep = [m for m in got if m.order_key not in busy][:limit]
-            extra = [m.id for m in got if m not in keep]
-            if extra:
-                outbox_tx.release_claims(tx, self.instance, extra)
-            return keep
+            return outbox_tx.claim_heads(tx, name, instance=self.instance, limit=limit,
+                                         lease_s=lease, now=datetime.now(UTC),
+                                         busy_orders=busy)
 
         claimed: list[OutboxMessage] = await self._submit(job)
         return claimed
@@ -293,6 +292,7 @@ class OutboxSender:
                 dest.failures = 0
                 self.stats.sent += 1
                 self._count(s.name, "sent")
+                self._audit.record_later(partial(export_event, message, s.name, s.host))
                 log.debug("status message %s delivered to %s (%s)", message.control_id,
                           s.name, code)
                 return

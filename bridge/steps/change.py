@@ -39,6 +39,11 @@ class Source(StrEnum):
     MPPS = "mpps"
     IDLE_RULE = "idle rule"
     OPERATOR = "operator"  # the operator console: cancel, hold, release, reschedule
+    # The study reached the PACS (bridge/reconcile/): found by the query loop, told
+    # by an Instance Availability Notification, pushed by Orthanc's stable-study hook.
+    PACS_QUERY = "pacs query"
+    IAN = "ian"
+    PACS_PUSH = "pacs push"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydicom import Dataset
 
+from bridge.store.items import StoredItem
 from bridge.store.query import WorklistQuery
 
 T = TypeVar("T")
@@ -157,6 +158,10 @@ class Store(ABC):
         Items are full MWL items (top level plus one Scheduled Procedure Step
         Sequence item) with Unicode text and no Specific Character Set.
         """
+
+    @abstractmethod
+    def query_stored(self, query: WorklistQuery) -> Iterator[StoredItem]:
+        """``query``'s items as stored (text, decoded on first use), in its order."""
 
     @abstractmethod
     def list_steps(self, limit: int = 100) -> list[StepRow]: ...

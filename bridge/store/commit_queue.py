@@ -102,8 +102,19 @@ class CommitQueue:
             self._metrics.commit(time.perf_counter() - started, len(batch), ok=ok)
         self.batches += 1
         self.jobs_done += len(batch)
+        # One wake-up per event loop for the whole batch, not one per job: each
+        # call_soon_threadsafe takes the GIL and writes to the loop's self-pipe, and
+        # under load the writer waited on exactly that (py-spy, docs/performance.md).
+        settled: dict[Any, list[tuple[asyncio.Future[Any], Any]]] = {}
         for (_, loop, future), result in zip(batch, results, strict=True):
-            loop.call_soon_threadsafe(_settle, future, result)
+            settled.setdefault(loop, []).append((future, result))
+        for loop, pairs in settled.items():
+            loop.call_soon_threadsafe(_settle_all, pairs)
+
+
+def _settle_all(pairs: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for future, result in pairs:
+        _settle(future, result)
 
 
 def _settle(future: asyncio.Future[Any], result: Any) -> None:

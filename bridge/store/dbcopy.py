@@ -48,7 +48,9 @@ SKIPPED: dict[str, str] = {
 }
 # Columns set to a fixed value on the way: the outbox's claims by the source's
 # processes, so that the copy's senders need not wait for their leases to lapse.
-RESET: dict[str, dict[str, object]] = {"outbox": {"claimed_by": "", "lease_until": ""}}
+RESET: dict[str, dict[str, object]] = {"outbox": {"claimed_by": "", "lease_until": ""},
+                                       # the MPPS forwarding queue's claims, likewise
+                                       "mpps_forward": {"claimed_by": "", "lease_until": ""}}
 # An instance whose heartbeat is this recent (and which did not stop) may be running.
 RUNNING_WINDOW_S = 60.0
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")

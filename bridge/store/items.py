@@ -59,6 +59,26 @@ def loads_item(text: str) -> Dataset:
     return _from_json(json.loads(text))
 
 
+class StoredItem:
+    """One stored worklist item as read: its text (``dumps_item``), decoded on first use.
+
+    The text is what the C-FIND answer cache (bridge/worklist/encoded.py) is keyed
+    by: an item answered before is answered again without decoding it.
+    """
+
+    __slots__ = ("_dataset", "text")
+
+    def __init__(self, text: str, dataset: Dataset | None = None) -> None:
+        self.text = text
+        self._dataset = dataset
+
+    @property
+    def dataset(self) -> Dataset:
+        if self._dataset is None:
+            self._dataset = loads_item(self.text)
+        return self._dataset
+
+
 def _to_json(ds: Dataset) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for elem in ds:

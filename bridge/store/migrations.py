@@ -288,8 +288,114 @@ def _step_history(d: Dialect) -> list[str]:
     ]
 
 
+def _mpps_forward(d: Dialect) -> list[str]:
+    """MPPS forwarding outbox (issue 13): every accepted N-CREATE/N-SET, as received,
+    once per forwarding destination, written in the MPPS's own transaction.
+
+    Used by bridge/store/mpps_forward_tx.py (the sender: bridge/mpps/forward.py).
+    """
+    return [
+        f"""CREATE TABLE mpps_forward (
+  id {d.row_id},
+  destination TEXT NOT NULL,
+  sop_instance_uid TEXT NOT NULL,
+  operation TEXT NOT NULL,
+  mpps_id BIGINT REFERENCES mpps (id) ON DELETE SET NULL,
+  transfer_syntax TEXT NOT NULL,
+  payload {d.blob} NOT NULL,
+  state TEXT NOT NULL,
+  attempts INTEGER NOT NULL,
+  next_attempt_at TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  sent_at TEXT NOT NULL,
+  last_error TEXT NOT NULL,
+  peer_status INTEGER,
+  claimed_by TEXT NOT NULL DEFAULT '',
+  lease_until TEXT NOT NULL DEFAULT ''
+)""",
+        # The sender's question: the oldest pending request of each MPPS instance.
+        "CREATE INDEX ix_mpps_forward_queue ON mpps_forward "
+        "(destination, state, sop_instance_uid, id)",
+        "CREATE INDEX ix_mpps_forward_state_updated ON mpps_forward (state, updated_at)",
+        # Purging an MPPS clears the references without a table scan.
+        "CREATE INDEX ix_mpps_forward_mpps ON mpps_forward (mpps_id)",
+    ]
+
+
+def _reconcile(d: Dialect) -> list[str]:
+    """PACS reconciliation state (issue 13): per watched worklist item, when it is next
+    asked for at the PACS, what the last answer counted (the settle rule) and a
+    conflict found there. A row goes with its item when the item is purged.
+
+    Used by bridge/store/reconcile_tx.py.
+    """
+    return [
+        """CREATE TABLE reconcile_state (
+  step_id BIGINT PRIMARY KEY REFERENCES procedure_step (id) ON DELETE CASCADE,
+  next_check TEXT NOT NULL,
+  checks INTEGER NOT NULL DEFAULT 0,
+  pacs TEXT NOT NULL DEFAULT '',
+  found_uid TEXT NOT NULL DEFAULT '',
+  series INTEGER NOT NULL DEFAULT -1,
+  instances INTEGER NOT NULL DEFAULT -1,
+  seen_at TEXT NOT NULL DEFAULT '',
+  conflict TEXT NOT NULL DEFAULT '',
+  detail TEXT NOT NULL DEFAULT '',
+  updated_at TEXT NOT NULL
+)""",
+        "CREATE INDEX ix_reconcile_conflict ON reconcile_state (conflict, updated_at)",
+        # The loop's question, "open items whose scheduled start lies in the watch
+        # window", as one index range per status, however many items are stored.
+        "CREATE INDEX ix_step_status_start ON procedure_step (sps_status, sps_start)",
+    ]
+
+
+def _atna(d: Dialect) -> list[str]:
+    """ATNA audit spool and local copy (issue 15): each audit event once, as its XML
+    message (the local copy, kept for audit.retention_days); who and what it names,
+    for ``mwl-bridge audit list``; and one row per event and repository while it is
+    not yet delivered (the spool: delivered rows are deleted), claimed with a lease
+    by the instance sending it (several instances on one database).
+
+    Used by bridge/store/atna_tx.py.
+    """
+    return [
+        f"""CREATE TABLE atna_event (
+  id {d.row_id},
+  at TEXT NOT NULL,
+  event_id TEXT NOT NULL,
+  event_name TEXT NOT NULL,
+  action TEXT NOT NULL,
+  outcome INTEGER NOT NULL,
+  type_codes TEXT NOT NULL,
+  message {d.blob} NOT NULL
+)""",
+        "CREATE INDEX ix_atna_event_at ON atna_event (at)",
+        """CREATE TABLE atna_subject (
+  event_id BIGINT NOT NULL REFERENCES atna_event (id) ON DELETE CASCADE,
+  kind TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY (kind, value, event_id)
+)""",
+        "CREATE INDEX ix_atna_subject_event ON atna_subject (event_id)",
+        """CREATE TABLE atna_delivery (
+  event_id BIGINT NOT NULL REFERENCES atna_event (id) ON DELETE CASCADE,
+  repository TEXT NOT NULL,
+  attempts INTEGER NOT NULL,
+  next_attempt_at TEXT NOT NULL,
+  last_error TEXT NOT NULL,
+  claimed_by TEXT NOT NULL DEFAULT '',
+  lease_until TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (repository, event_id)
+)""",
+        "CREATE INDEX ix_atna_delivery_event ON atna_delivery (event_id)",
+    ]
+
+
 MIGRATIONS = (_v1, _mpps_outbox, _orders, _step_stations, _drop_unused_step_indexes,
-              _names_norm, _instances, _audit, _step_history)
+              _names_norm, _instances, _audit, _step_history, _mpps_forward, _reconcile,
+              _atna)
 
 
 def latest_version() -> int:

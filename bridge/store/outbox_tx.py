@@ -15,31 +15,27 @@ the head of an order (its oldest pending message) can be claimed, and only
 while nobody holds a live lease on it, so one order's messages go out in
 order whichever instance sends them; a dead instance's claims lapse and a
 survivor takes them over. An outcome is recorded only by the claim's holder
-(``mark_*`` with ``claimed_by``). On PostgreSQL the rows are picked with
-``FOR UPDATE SKIP LOCKED``; SQLite has one writer, so a plain UPDATE in its
-transaction does the same. ``enqueue`` NOTIFYs ``OUTBOX_CHANNEL`` so that
-every instance's sender wakes at once (PostgreSQL; elsewhere they poll).
+(``mark_*`` with ``claimed_by``). The claim SQL is claims.py's, shared with the
+MPPS forwarding outbox. ``enqueue`` NOTIFYs ``OUTBOX_CHANNEL`` so that every
+instance's sender wakes at once (PostgreSQL; elsewhere they poll).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
+from bridge.store import claims
 from bridge.store.base import Store, StoreTx
-from bridge.store.sqltx import clock, notify, reading, skip_locked, stamp
+from bridge.store.sqltx import notify, reading, stamp
 
 # The NOTIFY channel of new outbox rows; the payload is the destination's name.
 OUTBOX_CHANNEL = "mwl_outbox"
 
 
-class OutboxState(StrEnum):
-    PENDING = "pending"
-    SENT = "sent"
-    DEAD = "dead"
+OutboxState = claims.QueueState
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +76,9 @@ class OutboxMessage:
     lease_until: str = ""  # the claim holds until then (database clock)
 
 
-_COLUMNS = ("id, destination, order_key, event, message_type, control_id, state, attempts, "
-            "next_attempt_at, created_at, updated_at, sent_at, last_error, mpps_id, step_id, "
-            "payload, ack, claimed_by, lease_until")
+_COLUMNS = ("id", "destination", "order_key", "event", "message_type", "control_id", "state",
+            "attempts", "next_attempt_at", "created_at", "updated_at", "sent_at", "last_error",
+            "mpps_id", "step_id", "payload", "ack", "claimed_by", "lease_until")
 
 
 def _message(row: Sequence[Any]) -> OutboxMessage:
@@ -95,6 +91,9 @@ def _message(row: Sequence[Any]) -> OutboxMessage:
         step_id=None if row[14] is None else int(row[14]),
         payload=bytes(row[15]), ack=bytes(row[16]), claimed_by=str(row[17]),
         lease_until=str(row[18]))
+
+
+_QUEUE = claims.Queue("outbox", "order_key", _COLUMNS, _message)
 
 
 # --- inside a write transaction ---
@@ -119,96 +118,51 @@ def enqueue(tx: StoreTx, messages: Iterable[NewMessage]) -> list[int]:
     return ids
 
 
-def _holder(claimed_by: str | None) -> tuple[str, tuple[str, ...]]:
-    """The WHERE part that limits an outcome to the claim's holder (None: anyone)."""
-    if claimed_by is None:
-        return "", ()
-    return " AND claimed_by = {p}", (claimed_by,)
-
-
 def mark_sent(tx: StoreTx, message_id: int, ack: bytes, *, claimed_by: str | None = None
               ) -> bool:
     """Delivered. With ``claimed_by``, only while that instance still holds the claim
     (False: it lapsed and another instance took the message over; its outcome counts)."""
-    cur, p = tx.cur, tx.param
     now = stamp()
-    held, who = _holder(claimed_by)
-    cur.execute(f"UPDATE outbox SET state = {p}, attempts = attempts + 1, updated_at = {p}, "
-                f"sent_at = {p}, last_error = '', ack = {p}, claimed_by = '', lease_until = ''"
-                f" WHERE id = {p} AND state = {p}{held.format(p=p)}",
-                (OutboxState.SENT.value, now, now, ack, message_id, OutboxState.PENDING.value,
-                 *who))
-    return bool(cur.rowcount)
+    return claims.settle(tx, "outbox", message_id,
+                         {"state": OutboxState.SENT.value, "updated_at": now, "sent_at": now,
+                          "last_error": "", "ack": ack}, claimed_by=claimed_by)
 
 
 def mark_dead(tx: StoreTx, message_id: int, reason: str, ack: bytes = b"", *,
               claimed_by: str | None = None) -> bool:
-    cur, p = tx.cur, tx.param
-    held, who = _holder(claimed_by)
-    cur.execute(f"UPDATE outbox SET state = {p}, attempts = attempts + 1, updated_at = {p}, "
-                f"last_error = {p}, ack = {p}, claimed_by = '', lease_until = '' "
-                f"WHERE id = {p}{held.format(p=p)}",
-                (OutboxState.DEAD.value, stamp(), reason, ack, message_id, *who))
-    return bool(cur.rowcount)
+    return claims.settle(tx, "outbox", message_id,
+                         {"state": OutboxState.DEAD.value, "updated_at": stamp(),
+                          "last_error": reason, "ack": ack},
+                         claimed_by=claimed_by, pending_only=False)
 
 
 def mark_retry(tx: StoreTx, message_id: int, error: str, next_attempt: datetime, *,
                claimed_by: str | None = None) -> bool:
     """Not delivered: pending again from ``next_attempt``, for whichever instance
     claims it then (the claim is given up)."""
-    cur, p = tx.cur, tx.param
-    held, who = _holder(claimed_by)
-    cur.execute(f"UPDATE outbox SET attempts = attempts + 1, updated_at = {p}, "
-                f"next_attempt_at = {p}, last_error = {p}, claimed_by = '', lease_until = '' "
-                f"WHERE id = {p} AND state = {p}{held.format(p=p)}",
-                (stamp(), stamp(next_attempt), error, message_id, OutboxState.PENDING.value,
-                 *who))
-    return bool(cur.rowcount)
+    return claims.retry(tx, "outbox", message_id, error, next_attempt, claimed_by=claimed_by)
 
 
 def claim_heads(tx: StoreTx, destination: str, *, instance: str, limit: int, lease_s: float,
-                now: datetime | None = None) -> list[OutboxMessage]:
+                now: datetime | None = None, busy_orders: Collection[str] = ()
+                ) -> list[OutboxMessage]:
     """Claim up to ``limit`` due heads of ``destination`` for ``instance``, oldest first.
 
     A head is the oldest pending message of its order; it is claimable when it is
     due (``next_attempt_at``, by ``now``: the sender's clock, which wrote it) and
     nobody holds a live lease on it (by the database's clock). The claim lasts
     ``lease_s`` seconds: the sender's longest attempt, so a live instance never
-    loses a claim in the middle of a send.
+    loses a claim in the middle of a send. Orders in ``busy_orders`` (being sent
+    by this instance) are skipped.
     """
-    if limit <= 0:
-        return []
-    cur, p = tx.cur, tx.param
-    db_now, until = clock(tx, lease_s)
-    cols = ", ".join("o." + c.strip() for c in _COLUMNS.split(","))
-    cur.execute(
-        f"SELECT {cols} FROM outbox o WHERE o.destination = {p} AND o.state = {p} "
-        f"AND o.next_attempt_at <= {p} AND (o.claimed_by = '' OR o.lease_until < {p}) "
-        "AND NOT EXISTS (SELECT 1 FROM outbox i WHERE i.destination = o.destination "
-        "AND i.state = o.state AND i.order_key = o.order_key AND i.id < o.id) "
-        f"ORDER BY o.id LIMIT {int(limit)}{skip_locked(tx)}",
-        (destination, OutboxState.PENDING.value, stamp(now), db_now))
-    rows = [_message(r) for r in cur.fetchall()]
-    for m in rows:
-        cur.execute(f"UPDATE outbox SET claimed_by = {p}, lease_until = {p} WHERE id = {p}",
-                    (instance, until, m.id))
-    return [replace(m, claimed_by=instance, lease_until=until) for m in rows]
+    return claims.claim_heads(tx, _QUEUE, destination, instance=instance, limit=limit,
+                              lease_s=lease_s, now=now, busy=busy_orders)
 
 
 def release_claims(tx: StoreTx, instance: str, ids: Iterable[int] | None = None) -> int:
     """Give up ``instance``'s claims on pending messages (all, or those in ``ids``),
     so another instance may send them at once instead of after the lease."""
-    cur, p = tx.cur, tx.param
-    sql = (f"UPDATE outbox SET claimed_by = '', lease_until = '' WHERE claimed_by = {p} "
-           f"AND state = {p}")
-    if ids is None:
-        cur.execute(sql, (instance, OutboxState.PENDING.value))
-        return int(cur.rowcount or 0)
-    n = 0
-    for message_id in ids:
-        cur.execute(sql + f" AND id = {p}", (instance, OutboxState.PENDING.value, message_id))
-        n += int(cur.rowcount or 0)
-    return n
+    return claims.release_claims(tx, "outbox", instance, ids)
 
 
 def requeue(tx: StoreTx, ids: Iterable[int]) -> list[int]:
@@ -216,27 +170,12 @@ def requeue(tx: StoreTx, ids: Iterable[int]) -> list[int]:
 
     A dead message without a payload (it could not be built) is left alone.
     """
-    cur, p = tx.cur, tx.param
-    changed = []
-    now = stamp()
-    for message_id in ids:
-        cur.execute(f"UPDATE outbox SET state = {p}, next_attempt_at = {p}, updated_at = {p} "
-                    f"WHERE id = {p} AND state IN ({p}, {p}) AND payload <> {p}",
-                    (OutboxState.PENDING.value, now, now, message_id, OutboxState.DEAD.value,
-                     OutboxState.PENDING.value, b""))
-        if cur.rowcount:
-            changed.append(message_id)
-    return changed
+    return claims.requeue(tx, "outbox", ids, unless_empty="payload")
 
 
 def purge(tx: StoreTx, state: OutboxState, older_than: datetime) -> int:
     """Delete messages in ``state`` last changed before ``older_than``; never pending ones."""
-    if state is OutboxState.PENDING:
-        raise ValueError("pending messages are never purged")
-    cur, p = tx.cur, tx.param
-    cur.execute(f"DELETE FROM outbox WHERE state = {p} AND updated_at < {p}",
-                (state.value, stamp(older_than)))
-    return int(cur.rowcount or 0)
+    return claims.purge(tx, "outbox", state.value, older_than, noun="messages")
 
 
 # --- reads (any thread; blocking) ---
@@ -249,57 +188,26 @@ def due_heads(store: Store, destination: str, *, now: datetime, limit: int,
     Orders in ``busy_orders`` (being sent right now) are skipped. Oldest first.
     A read: what ``claim_heads`` would likely claim, without writing.
     """
-    with reading(store) as (cur, p):
-        cur.execute(
-            f"SELECT {', '.join('o.' + c.strip() for c in _COLUMNS.split(','))} FROM outbox o "
-            f"WHERE o.destination = {p} AND o.state = {p} AND o.id = ("
-            "SELECT MIN(i.id) FROM outbox i WHERE i.destination = o.destination "
-            "AND i.state = o.state AND i.order_key = o.order_key) "
-            f"AND o.next_attempt_at <= {p} AND (o.claimed_by = '' OR o.lease_until < {p}) "
-            f"ORDER BY o.id LIMIT {int(limit + len(busy_orders))}",
-            (destination, OutboxState.PENDING.value, stamp(now), stamp(now)))
-        heads = [_message(r) for r in cur.fetchall()]
-    return [m for m in heads if m.order_key not in busy_orders][:limit]
+    return claims.due_heads(store, _QUEUE, destination, now=now, limit=limit, busy=busy_orders)
 
 
 def next_due(store: Store, destination: str) -> str | None:
     """The earliest ``next_attempt_at`` of any pending message of ``destination``."""
-    with reading(store) as (cur, p):
-        cur.execute(f"SELECT MIN(next_attempt_at) FROM outbox WHERE destination = {p} "
-                    f"AND state = {p}", (destination, OutboxState.PENDING.value))
-        row = cur.fetchone()
-        return row[0] if row and row[0] else None
+    return claims.next_due(store, "outbox", destination)
 
 
 def list_messages(store: Store, *, states: Collection[str] = (), destination: str = "",
                   limit: int = 100) -> list[OutboxMessage]:
-    where: list[str] = []
-    params: list[str] = []
-    with reading(store) as (cur, p):
-        if states:
-            where.append(f"state IN ({', '.join([p] * len(states))})")
-            params.extend(states)
-        if destination:
-            where.append(f"destination = {p}")
-            params.append(destination)
-        sql = f"SELECT {_COLUMNS} FROM outbox"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        cur.execute(sql + f" ORDER BY id LIMIT {int(limit)}", params)
-        return [_message(r) for r in cur.fetchall()]
+    return claims.list_rows(store, _QUEUE, states=states, equal={"destination": destination},
+                            limit=limit)
 
 
 def get_message(store: Store, message_id: int) -> OutboxMessage | None:
-    with reading(store) as (cur, p):
-        cur.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = {p}", (message_id,))
-        row = cur.fetchone()
-        return None if row is None else _message(row)
+    return claims.get_row(store, _QUEUE, message_id)
 
 
 def count_by_state(store: Store) -> dict[str, int]:
-    with reading(store) as (cur, _):
-        cur.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")
-        return {str(r[0]): int(r[1]) for r in cur.fetchall()}
+    return claims.count_by_state(store, "outbox")
 
 
 def queue_stats(store: Store) -> dict[str, tuple[int, int, str | None]]:
@@ -308,20 +216,9 @@ def queue_stats(store: Store) -> dict[str, tuple[int, int, str | None]]:
     For the metrics, read on each scrape: the counts come from the queue index, and
     only pending rows are read for their age.
     """
-    out: dict[str, tuple[int, int, str | None]] = {}
     with reading(store) as (cur, p):
-        cur.execute(f"SELECT destination, state, COUNT(*) FROM outbox WHERE state IN ({p}, {p}) "
-                    "GROUP BY destination, state",
-                    (OutboxState.PENDING.value, OutboxState.DEAD.value))
-        counts = cur.fetchall()
+        counts = claims.pending_and_dead(cur, p, "outbox")
         cur.execute(f"SELECT destination, MIN(created_at) FROM outbox WHERE state = {p} "
                     "GROUP BY destination", (OutboxState.PENDING.value,))
         oldest = {str(r[0]): (str(r[1]) if r[1] else None) for r in cur.fetchall()}
-    for destination, state, count in counts:
-        pending, dead, _ = out.get(str(destination), (0, 0, None))
-        if state == OutboxState.PENDING.value:
-            pending = int(count)
-        else:
-            dead = int(count)
-        out[str(destination)] = (pending, dead, oldest.get(str(destination)))
-    return out
+    return {d: (pending, dead, oldest.get(d)) for d, (pending, dead) in counts.items()}

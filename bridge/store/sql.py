@@ -30,7 +30,14 @@ from bridge.store.base import (
     StoreTx,
     UpsertOutcome,
 )
-from bridge.store.items import IndexValues, dumps_item, index_values, loads_item, name_key
+from bridge.store.items import (
+    IndexValues,
+    StoredItem,
+    dumps_item,
+    index_values,
+    loads_item,
+    name_key,
+)
 from bridge.store.query import (
     AnyOf,
     Column,
@@ -218,6 +225,10 @@ class SqlStore(Store):
     # --- reads ---
 
     def query(self, query: WorklistQuery) -> Iterator[Dataset]:
+        for stored in self.query_stored(query):
+            yield stored.dataset
+
+    def query_stored(self, query: WorklistQuery) -> Iterator[StoredItem]:
         where, params = self._where(query.matches)
         sql = "SELECT item FROM procedure_step"
         if where:
@@ -233,7 +244,7 @@ class SqlStore(Store):
                 if not rows:
                     break
                 for (text,) in rows:
-                    yield loads_item(text)
+                    yield StoredItem(text)
 
     def _where(self, matches: Sequence[Match]) -> tuple[str, list[str]]:
         clauses: list[str] = []

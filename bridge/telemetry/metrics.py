@@ -68,6 +68,10 @@ MPPS_OPERATIONS = ("n_create", "n_set")
 MPPS_STATUSES = ("in_progress", "completed", "discontinued", "refused", "failed")
 CFIND_OUTCOMES = ("success", "cancelled", "refused", "failed", "aborted")
 MAPPING_OUTCOMES = ("success", "failure")
+# PACS reconciliation (bridge/reconcile/): where a study's word came from, and what
+# became of the item it is about.
+RECONCILE_SOURCES = ("query", "ian", "push")
+RECONCILE_OUTCOMES = ("not_found", "waiting", "completed", "kept", "conflict")
 
 
 def rejection_reason(source: int, reason: int) -> str:
@@ -89,6 +93,24 @@ class OutboxQueue:
     pending: int
     dead: int
     oldest_pending_age_s: float | None  # None: nothing pending
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardQueue:
+    """What the MPPS forwarding queue holds for one destination now (read from the store)."""
+
+    destination: str
+    pending: int
+    dead: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileState:
+    """The reconciliation's standing figures (bridge.store.reconcile_tx.summary)."""
+
+    watched: int  # items looked for at least once
+    found: int  # found at the PACS and settling
+    conflicts: int  # flagged, not completed
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +162,8 @@ class Metrics:
     """
 
     def __init__(self, *, known_aes: Iterable[str] = (), destinations: Iterable[str] = (),
-                 extra_label_values: int = 16) -> None:
+                 extra_label_values: int = 16,
+                 forward_destinations: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.calling_ae = LabelCap(known_aes, extra=extra_label_values,
@@ -206,6 +229,23 @@ class Metrics:
             for counter in (self.outbox_sent, self.outbox_retries, self.outbox_dead_letters):
                 counter.labels(self.destination(dest))
 
+        # MPPS forwarding (bridge/mpps/forward.py)
+        self._forward_destinations = tuple(forward_destinations)
+        self.forward_destination = LabelCap(self._forward_destinations, extra=8)
+        self.forward_delivered = Counter(
+            PREFIX + "mpps_forward_delivered", "MPPS N-CREATE/N-SET forwarded and answered "
+            "with success or a warning, by destination", ["destination"], registry=r)
+        self.forward_retries = Counter(
+            PREFIX + "mpps_forward_retries", "MPPS forwards that failed on the network and "
+            "will be retried, by destination", ["destination"], registry=r)
+        self.forward_failed = Counter(
+            PREFIX + "mpps_forward_failed", "MPPS forwards kept as dead letters (a failure "
+            "status from the peer, or the retries ran out), by destination",
+            ["destination"], registry=r)
+        for dest in self._forward_destinations:
+            for counter in (self.forward_delivered, self.forward_retries, self.forward_failed):
+                counter.labels(self.forward_destination(dest))
+
         # Store
         self.commit_duration = Histogram(
             PREFIX + "store_commit_duration_seconds", "Time of one group commit of the "
@@ -217,6 +257,25 @@ class Metrics:
         self.commit_failures = Counter(
             PREFIX + "store_commit_failures", "Group commits that failed as a whole",
             registry=r)
+
+        # PACS reconciliation (bridge/reconcile/): the query loop, IAN, Orthanc's push
+        self.pacs = LabelCap(extra=8)
+        self.reconcile_cycles = Counter(
+            PREFIX + "reconcile_cycles", "Reconciliation cycles run (leader only)",
+            registry=r)
+        self.reconcile_queries = Counter(
+            PREFIX + "reconcile_cfind_requests", "Study Root C-FIND requests sent to a "
+            "PACS by the reconciliation, by PACS", ["pacs"], registry=r)
+        self.reconcile_pacs_errors = Counter(
+            PREFIX + "reconcile_pacs_errors", "PACS that could not be asked (no "
+            "association, a failed C-FIND), by PACS", ["pacs"], registry=r)
+        self.reconcile_studies = Counter(
+            PREFIX + "reconcile_studies", "Worklist items the PACS had word of, by source "
+            "(query: the loop's C-FIND, ian, push: Orthanc) and outcome (not_found, "
+            "waiting: found, not settled, completed, kept: already final, conflict)",
+            ["source", "outcome"], registry=r)
+        for outcome in RECONCILE_OUTCOMES:
+            self.reconcile_studies.labels("query", outcome)
 
         self.recent_cfind = RecentEvents()  # for the console's dashboard (live())
 
@@ -268,6 +327,28 @@ class Metrics:
                    "dead": self.outbox_dead_letters}[outcome]
         counter.labels(self.destination(destination)).inc()
 
+    def forward_outcome(self, destination: str, outcome: str) -> None:
+        """An MPPS forward's outcome: delivered, retry or failed."""
+        counter = {"delivered": self.forward_delivered, "retry": self.forward_retries,
+                   "failed": self.forward_failed}[outcome]
+        counter.labels(self.forward_destination(destination)).inc()
+
+    def reconcile_cycle(self) -> None:
+        self.reconcile_cycles.inc()
+
+    def reconcile_cfind(self, pacs: str, n: int = 1) -> None:
+        if n:
+            self.reconcile_queries.labels(self.pacs(pacs)).inc(n)
+
+    def reconcile_pacs_error(self, pacs: str) -> None:
+        self.reconcile_pacs_errors.labels(self.pacs(pacs)).inc()
+
+    def reconcile_outcomes(self, source: str, counts: dict[str, int]) -> None:
+        """``counts``: outcome (RECONCILE_OUTCOMES) -> items."""
+        for outcome, n in counts.items():
+            if n and outcome in RECONCILE_OUTCOMES and source in RECONCILE_SOURCES:
+                self.reconcile_studies.labels(source, outcome).inc(n)
+
     def commit(self, seconds: float, jobs: int, *, ok: bool = True) -> None:
         """One group commit of the store writer."""
         self.commit_duration.observe(seconds)
@@ -281,6 +362,10 @@ class Metrics:
         """``read``: the outbox per destination (a store query; runs on each scrape)."""
         self._watched.outbox = read
 
+    def watch_forward(self, read: Callable[[], Sequence[ForwardQueue]]) -> None:
+        """``read``: the MPPS forwarding queue per destination (a store query)."""
+        self._watched.forward = read
+
     def watch_mappings(self, read: Callable[[], MappingState]) -> None:
         self._watched.mappings = read
 
@@ -289,6 +374,10 @@ class Metrics:
         """Open MLLP connections and DICOM associations, read on each scrape."""
         self._watched.mllp = mllp
         self._watched.dicom = dicom
+
+    def watch_reconcile(self, read: Callable[[], ReconcileState]) -> None:
+        """The items watched, found and in conflict (reconcile_tx.summary)."""
+        self._watched.reconcile = read
 
     def watch_readiness(self, read: Callable[[], dict[str, bool]]) -> None:
         """Each readiness check's result, exported as mwl_bridge_ready{check}."""
@@ -345,25 +434,30 @@ class _Watched(Collector):
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
         self.outbox: Callable[[], Sequence[OutboxQueue]] | None = None
+        self.forward: Callable[[], Sequence[ForwardQueue]] | None = None
         self.mappings: Callable[[], MappingState] | None = None
         self.mllp: Callable[[], int] | None = None
         self.dicom: Callable[[], int] | None = None
         self.readiness: Callable[[], dict[str, bool]] | None = None
+        self.reconcile: Callable[[], ReconcileState] | None = None
         self._lock = threading.Lock()
         self._logged: dict[str, float] = {}
 
     def collect(self) -> Iterator[Metric]:
         yield from self._outbox()
+        yield from self._forward()
         yield from self._mappings()
         yield from self._connections()
         yield from self._readiness()
+        yield from self._reconcile()
 
     def all_names(self) -> set[str]:
         """Every family this collector can yield (each is made by one function, so
         they are listed without reading anything)."""
         names: set[str] = set()
-        for family in (*_outbox_families(), *_mapping_families(), *_connection_families(),
-                       *_readiness_families()):
+        for family in (*_outbox_families(), *_forward_families(), *_mapping_families(),
+                       *_connection_families(), *_readiness_families(),
+                       *_reconcile_families()):
             names |= _series_names(family)
         return names
 
@@ -405,6 +499,25 @@ class _Watched(Collector):
             age.add_metric([dest], max(oldest, 0.0))
         yield from (pending, dead, age)
 
+    def _forward(self) -> Iterator[Metric]:
+        if self.forward is None:
+            return
+        queues = self._read("mpps_forward", self.forward)
+        if queues is None:
+            return
+        pending, dead = _forward_families()
+        label = self._metrics.forward_destination
+        totals: dict[str, list[int]] = {label(d): [0, 0]
+                                        for d in self._metrics._forward_destinations}
+        for q in queues:
+            entry = totals.setdefault(label(q.destination), [0, 0])
+            entry[0] += q.pending
+            entry[1] += q.dead
+        for dest, (n_pending, n_dead) in sorted(totals.items()):
+            pending.add_metric([dest], n_pending)
+            dead.add_metric([dest], n_dead)
+        yield from (pending, dead)
+
     def _mappings(self) -> Iterator[Metric]:
         if self.mappings is None:
             return
@@ -426,6 +539,18 @@ class _Watched(Collector):
             if value is not None:
                 family.add_metric([], value)
                 yield family
+
+    def _reconcile(self) -> Iterator[Metric]:
+        if self.reconcile is None:
+            return
+        state = self._read("reconcile", self.reconcile)
+        if state is None:
+            return
+        watched, found, conflicts = _reconcile_families()
+        watched.add_metric([], state.watched)
+        found.add_metric([], state.found)
+        conflicts.add_metric([], state.conflicts)
+        yield from (watched, found, conflicts)
 
     def _readiness(self) -> Iterator[Metric]:
         if self.readiness is None:
@@ -453,6 +578,17 @@ def _outbox_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetri
     )
 
 
+def _forward_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    return (
+        GaugeMetricFamily(PREFIX + "mpps_forward_pending", "MPPS requests waiting to be "
+                          "forwarded (including those being retried), by destination",
+                          labels=["destination"]),
+        GaugeMetricFamily(PREFIX + "mpps_forward_dead", "MPPS forwards kept as dead letters "
+                          "now (until retried or purged), by destination",
+                          labels=["destination"]),
+    )
+
+
 def _mapping_families() -> tuple[CounterMetricFamily, GaugeMetricFamily]:
     return (
         CounterMetricFamily(PREFIX + "mapping_reloads", "Mapping reloads (SIGHUP or file "
@@ -472,3 +608,12 @@ def _connection_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
 def _readiness_families() -> tuple[GaugeMetricFamily]:
     return (GaugeMetricFamily(PREFIX + "ready", "1 when a readiness check passes (check="
                               "'all': every one), read on each scrape", labels=["check"]),)
+
+
+def _reconcile_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    return (GaugeMetricFamily(PREFIX + "reconcile_watched_items", "Open worklist items the "
+                              "reconciliation has looked for at the PACS at least once"),
+            GaugeMetricFamily(PREFIX + "reconcile_found_items", "Items found at the PACS "
+                              "and waiting for their study to settle"),
+            GaugeMetricFamily(PREFIX + "reconcile_conflicts_open", "Items flagged: the PACS "
+                              "holds their accession under another study or patient"))

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 from anyascii import anyascii
 from pydicom import Dataset
-from pydicom.charset import python_encoding
+from pydicom.charset import custom_encoders, python_encoding
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
@@ -56,7 +56,7 @@ def encodable(text: str, codecs: tuple[str, ...]) -> bool:
     """Whether ``text`` can be written in the set whose codecs are ``codecs``."""
     if text.isascii():
         return True  # every DICOM character set holds ASCII
-    if len(codecs) == 1 and codecs[0] != "shift_jis":
+    if len(codecs) == 1 and codecs[0] not in custom_encoders:
         try:
             text.encode(codecs[0])
         except UnicodeError:
@@ -132,12 +132,17 @@ def transliterate(text: str, codecs: tuple[str, ...]) -> str:
 
 def holds(char: str, codecs: tuple[str, ...]) -> bool:
     for codec in codecs:
+        # The Japanese sets are narrower than their Python codecs, and pydicom
+        # writes them with encoders of its own: ISO 2022 IR 13 is JIS X 0201 only,
+        # IR 87 JIS X 0208, IR 159 JIS X 0212 (the codec iso2022_jp_2 would take
+        # JIS X 0208 too, and pydicom would then write "?").
+        encoder = custom_encoders.get(codec)
         try:
-            encoded = char.encode(codec)
+            if encoder is not None:
+                encoder(char)
+            else:
+                char.encode(codec)
         except UnicodeError:
-            continue
-        # ISO 2022 IR 13 is JIS X 0201 only (one byte a character) in pydicom.
-        if codec == "shift_jis" and len(encoded) > 1:
             continue
         return True
     return False

@@ -20,12 +20,13 @@ would cut before filtering.
 Matching rules (PS3.4 C.2.2.2):
 - empty value, or a value made only of ``*``: universal matching;
 - ``*``/``?`` wildcards on AE, CS, LO, LT, PN, SH, ST, UC, UR, UT; never on UI, DA, TM;
-- Patient's Name is matched case- and accent-insensitively (``normalise_name``
-  on both sides) unless ``worklist.patient_name_matching`` is "exact" (then the
-  normalised match in SQL is narrowed by an exact post-filter); a query name
-  with component groups (``Yamada^Taro=山田^太郎``) matches when one of its
-  groups matches one group of the stored name (post-filter); other strings
-  are matched exactly;
+- person names (PN) are matched case- and accent-insensitively (``normalise_name``
+  on both sides) unless ``worklist.patient_name_matching`` is "exact", and by
+  component group (``NameGroupsCondition``): a query name of one group matches
+  any group of the stored name (``山田*`` finds ``Yamada^Tarou=山田^太郎``), one
+  with groups (``Yamada*=山田^太郎``) matches group by group; the store
+  pre-filters on the normalised name (a superset), the post-filter decides;
+  other strings are matched exactly;
 - DA and TM take single values and ranges (``a-``, ``-b``, ``a-b``); a time with
   reduced precision covers its whole span (``10`` is 10:00:00 to 10:59:59);
   when both SPS Start Date and Time are given they form one date-time range
@@ -312,12 +313,10 @@ class _Planner:
             self._time = times if times != (None, None) else None
             return
         if kind is _Kind.NAME:
-            if "=" in text:
-                self._name_groups(elem.tag, text)
-                return
-            if self._worklist.patient_name_matching == "exact" and not _is_universal(text):
-                self._conditions.append(TextCondition(elem.tag, wildcard(text)))
-            text = normalise_name(text)
+            condition = self._name_match(elem.tag, text, column)
+            if condition is not None:
+                self._conditions.append(condition)
+            return
         if _is_universal(text):
             return
         if column is Column.SPS_STATUS:
@@ -329,12 +328,30 @@ class _Planner:
         else:
             self._matches.append(Exact(column, text))
 
-    def _name_groups(self, tag: BaseTag, text: str) -> None:
-        exact = self._worklist.patient_name_matching == "exact"
-        groups = tuple(wildcard(g if exact else normalise_name(g))
-                       for g in text.split("=") if g and not _is_universal(g))
-        if groups:
-            self._conditions.append(NameGroupsCondition(tag, groups, not exact))
+    def _name_match(self, tag: BaseTag, text: str, on: Target | None) -> Condition | None:
+        """Person name matching by component group (``NameGroupsCondition``); the
+        store pre-filters on the normalised name ``on`` (a superset)."""
+        folded = self._worklist.patient_name_matching == "insensitive"
+        groups = text.split("=")
+        if len(groups) > 3:
+            raise QueryError(UNABLE_TO_PROCESS,
+                             f"{_name(tag)} has more than three component groups", tag)
+        patterns = tuple(None if _is_universal(g) else wildcard(normalise_name(g) if folded else g)
+                         for g in groups)
+        if all(p is None for p in patterns):
+            return None
+        if on is not None:
+            # The stored name is "A=I=P": the alphabetic group starts it, any group
+            # lies somewhere in it. A one-group query in ASCII (after folding) is
+            # taken as alphabetic: ideographic and phonetic groups are kanji, hanja,
+            # hanzi, kana or hangul, never ASCII. That keeps the common "DOE*" query
+            # on the name index (a prefix); "*x*" would scan every row.
+            at, group = next((i, g) for i, g in enumerate(groups) if not _is_universal(g))
+            core = normalise_name(group)
+            alphabetic = at == 0 and (len(groups) > 1 or core.isascii())
+            pre = f"{core.rstrip('*')}*" if alphabetic else f"*{core.strip('*')}*"
+            self._matches.append(Wildcard(on, pre))
+        return NameGroupsCondition(tag, patterns, folded)
 
     def _date_time(self) -> None:
         dates, times = self._date, self._time
@@ -383,24 +400,18 @@ class _Planner:
             return RangeCondition(elem.tag, *_time_range(text, elem.tag), _Kind.TIME)
         if vr in ("DS", "IS"):
             return EqualCondition(elem.tag, _number_key(text, vr, elem.tag))
-        folded = vr == "PN" and self._worklist.patient_name_matching == "insensitive"
-        if vr == "PN" and "=" in text:
-            groups = tuple(wildcard(normalise_name(g) if folded else g)
-                           for g in text.split("=") if g and not _is_universal(g))
-            return NameGroupsCondition(elem.tag, groups, folded) if groups else None
-        if folded:
-            text = normalise_name(text)
+        if vr == "PN":
+            # Names are matched on their normalised copy in the store (a superset,
+            # which the post-filter then narrows).
+            return self._name_match(elem.tag, text,
+                                    NamePath(target.tags) if target is not None else None)
         if _is_universal(text) and vr in WILDCARD_VRS:
             return None
         if target is not None:
             wild = vr in WILDCARD_VRS and ("*" in text or "?" in text)
-            # Names are matched on their normalised copy (a superset in "exact" mode,
-            # which the post-filter then narrows).
-            on: Target = NamePath(target.tags) if vr == "PN" else target
-            value = normalise_name(text) if vr == "PN" else text
-            self._matches.append(Wildcard(on, value) if wild else Exact(on, value))
+            self._matches.append(Wildcard(target, text) if wild else Exact(target, text))
         if vr in WILDCARD_VRS:
-            return TextCondition(elem.tag, wildcard(text), folded)
+            return TextCondition(elem.tag, wildcard(text))
         return EqualCondition(elem.tag, text)
 
 
@@ -624,15 +635,14 @@ def _values(ds: Dataset, tag: BaseTag) -> Iterable[Any]:
 
 @dataclass(frozen=True, slots=True)
 class TextCondition:
-    """Single value or wildcard matching on a string; PN values are normalised."""
+    """Single value or wildcard matching on a string (names: ``NameGroupsCondition``)."""
 
     tag: BaseTag
     pattern: WildcardPattern
-    is_name: bool = False
 
     def accepts(self, ds: Dataset) -> bool:
         for value in _values(ds, self.tag):
-            text = normalise_name(str(value)) if self.is_name else str(value).strip()
+            text = str(value).strip()
             if self.pattern.fullmatch(text):
                 return True
         return False
@@ -729,17 +739,32 @@ class OneOfCondition:
 
 @dataclass(frozen=True, slots=True)
 class NameGroupsCondition:
-    """A PN query with component groups: one query group matches one stored group."""
+    """Person name matching by component group (Alphabetic=Ideographic=Phonetic).
+
+    A query of one group (no "=") matches a name when it matches any of the
+    name's groups, so ``山田*`` and ``YAMADA*`` both find ``Yamada^Tarou=山田^太郎``.
+    A query with groups matches when each of its groups that is not universal
+    (empty or ``*``) matches the stored group at the same place:
+    ``Yamada*=山田^太郎`` needs both. ``folded``: both sides normalised
+    (``normalise_name``: case and Latin accents; kana and ideographs unchanged).
+    """
 
     tag: BaseTag
-    patterns: tuple[WildcardPattern, ...]
+    patterns: tuple[WildcardPattern | None, ...]  # by group; None: universal
     folded: bool
 
     def accepts(self, ds: Dataset) -> bool:
         for value in _values(ds, self.tag):
             text = normalise_name(str(value)) if self.folded else str(value)
-            groups = [g for g in text.split("=") if g]
-            if any(p.fullmatch(g) for p in self.patterns for g in groups):
+            groups = text.split("=")
+            if len(self.patterns) == 1:
+                pattern = self.patterns[0]
+                if pattern is not None and any(pattern.fullmatch(g) for g in groups):
+                    return True
+                continue
+            groups += [""] * (len(self.patterns) - len(groups))
+            if all(p is None or p.fullmatch(g) for p, g in zip(self.patterns, groups,
+                                                                strict=False)):
                 return True
         return False
 

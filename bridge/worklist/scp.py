@@ -66,13 +66,16 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from bridge.audit import NO_AUDIT, AuditTrail
 from bridge.dicomwire import MalformedDataSet, check_data_set
 from bridge.logsafe import shown
 from bridge.store.base import Store, StoreError
+from bridge.store.items import StoredItem
 from bridge.tls import peer_subject, server_context
 from bridge.worklist.access import AccessPolicy, PeerProfile
 from bridge.worklist.answer import python_codecs, shape_answer
 from bridge.worklist.charset import undeclared_character_set
+from bridge.worklist.encoded import AnswerCache, EncodedAnswer, ResponseSender, answer_shape
 from bridge.worklist.guard import GuardedSocket, GuardedSSLSocket, PduLimits, peer_text
 from bridge.worklist.query import (
     UNABLE_TO_PROCESS,
@@ -81,6 +84,7 @@ from bridge.worklist.query import (
     QueryScope,
     build_query,
 )
+from bridge.worklist.reactor import ContextList, WakingRequestHandler
 from bridge.worklist.settings import CalledAeView, DicomSettings, WorklistSettings
 
 if TYPE_CHECKING:
@@ -98,7 +102,8 @@ ANSWER_FAILED = 0xC002
 # Answers sent between two pauses that let pynetdicom catch up (see _catch_up).
 FLOW_WINDOW = 16
 
-_Response = tuple[int | Dataset, Dataset | None]
+# An answer is an EncodedAnswer (sent by _send_encoded), or a Dataset pynetdicom encodes.
+_Response = tuple[int | Dataset, Dataset | EncodedAnswer | None]
 
 
 class NoDelayAssociationServer(ThreadedAssociationServer):
@@ -115,12 +120,18 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
     """
 
     handshake_timeout_s: float = 10.0
+    # The listen backlog. socketserver's default of 5 made the kernel drop SYNs when
+    # 50 consoles polled at once: DCMTK retried after 1 s and 3 s, which set the p99
+    # (bench/cfind_concurrent.py: 209 listen overflows in 300 polls; 0 with 128).
+    request_queue_size = 128
     # Set by WorklistSCP.start before serving: who is closed at accept, and what
     # each connection may make the SCP read (guard.py).
     access: AccessPolicy | None = None
     limits: PduLimits = PduLimits()
     read_timeout_s: float | None = 60.0
     metrics: Metrics | None = None  # counts the connections closed at accept
+    inline_requests: bool = False  # see process_request
+    audit: AuditTrail = NO_AUDIT  # a Security Alert per refused connection
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
@@ -149,7 +160,22 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
                        _address(client_address), why)
         if self.metrics is not None:
             self.metrics.association_rejected("address_not_allowed")
+        self.audit.association_rejected(calling_ae="", called_ae="", address=str(host),
+                                        reason=why)
         return False
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Start a plain connection's association from the accepting thread.
+
+        Starting it takes well under a millisecond (the association runs in its own
+        threads), so the thread socketserver would start for it is a thread start
+        and a hand-over saved (docs/performance.md). A TLS connection still gets
+        that thread, for its handshake.
+        """
+        if self.inline_requests and not isinstance(request, ssl.SSLSocket):
+            self.process_request_thread(request, client_address)
+        else:
+            super().process_request(request, client_address)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         if isinstance(request, ssl.SSLSocket):
@@ -160,6 +186,8 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 LOGGER.warning("TLS handshake with %s failed: %s", _address(client_address),
                                _tls_reason(exc))
+                self.audit.tls_failed(listener="DICOM", peer=_address(client_address),
+                                      reason=_tls_reason(exc))
                 self.shutdown_request(request)
                 return
             LOGGER.debug("TLS peer %s: certificate %r", _address(client_address),
@@ -186,6 +214,33 @@ class DicomService(Protocol):
     def handlers(self) -> list[EventHandler]: ...
 
 
+def service_handlers(services: Sequence[DicomService]) -> list[EventHandler]:
+    """Every service's handlers. An event that several services handle (N-CREATE:
+    MPPS and Instance Availability Notification) goes to the service whose SOP
+    Classes hold the request's; else to the first, which refuses it as another
+    SOP class. pynetdicom binds one handler per such event, the last one given."""
+    by_event: dict[Any, list[tuple[tuple[str, ...], Callable[..., Any]]]] = {}
+    for service in services:
+        for event, handler in service.handlers():
+            by_event.setdefault(event, []).append((tuple(service.supported_contexts), handler))
+    out: list[EventHandler] = []
+    for event, pairs in by_event.items():
+        if len(pairs) == 1:
+            out.append((event, pairs[0][1]))
+            continue
+
+        def dispatch(ev: Any, pairs: list[tuple[tuple[str, ...], Callable[..., Any]]] = pairs
+                     ) -> Any:
+            request = ev.request
+            uid = str(getattr(request, "AffectedSOPClassUID", None)
+                      or getattr(request, "RequestedSOPClassUID", None) or "")
+            handler = next((h for uids, h in pairs if uid in uids), pairs[0][1])
+            return handler(ev)
+
+        out.append((event, dispatch))
+    return out
+
+
 class WorklistSCP:
     """Serves the worklist from ``store`` on ``dicom.host:dicom.port``.
 
@@ -194,8 +249,11 @@ class WorklistSCP:
 
     def __init__(self, store: Store, dicom: DicomSettings, worklist: WorklistSettings,
                  services: Sequence[DicomService] = (),
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, *, encoded_answers: bool = True,
+                 waking_reactors: bool = True,
+                 audit: AuditTrail = NO_AUDIT) -> None:
         self._access = AccessPolicy(dicom)
+        self._audit = audit  # Query per C-FIND, Security Alert per refused peer
         self._metrics = metrics  # associations, rejections, C-FIND count/latency/answers
         for character_set in self._access.character_sets:
             python_codecs(character_set)  # an unknown set fails here, not per query
@@ -205,11 +263,16 @@ class WorklistSCP:
             # Its sockets read through guard.py, like the plain ones.
             self._ssl_context.sslsocket_class = GuardedSSLSocket
         self._store = store
+        # None: every answer is shaped as a Dataset and encoded by pynetdicom (the
+        # path before encoded.py; kept for tests/worklist/test_encoded_answers.py).
+        self._answer_cache = AnswerCache() if encoded_answers else None
+        # False: pynetdicom's own polling reactors (reactor.py; kept to measure against).
+        self._waking_reactors = waking_reactors
         self._dicom = dicom
         self._worklist = worklist
         self._ae = self._make_ae()
         # Other services on this AE (the MPPS SCP), handed over by the application layer.
-        self._extra_handlers = [pair for s in services for pair in s.handlers()]
+        self._extra_handlers = service_handlers(services)
         for uid in (uid for s in services for uid in s.supported_contexts):
             self._ae.add_supported_context(uid)
         self._server: NoDelayAssociationServer | None = None
@@ -238,13 +301,13 @@ class WorklistSCP:
             evt_handlers=[(evt.EVT_CONN_OPEN, _on_connection),
                           (evt.EVT_REQUESTED, self._on_requested),
                           (evt.EVT_C_ECHO, self._on_echo),
-                          (evt.EVT_C_FIND, self._on_find if self._metrics is None
-                           else self._counted_find),
+                          (evt.EVT_C_FIND, self._send_encoded),
                           *([] if self._metrics is None
                             else [(evt.EVT_ACCEPTED, self._on_accepted)]),
                           *self._extra_handlers],
             server_class=NoDelayAssociationServer,
             ssl_context=self._ssl_context,
+            request_handler=WakingRequestHandler if self._waking_reactors else None,
         )
         assert isinstance(server, NoDelayAssociationServer)
         server.handshake_timeout_s = self._dicom.tls.handshake_timeout_s
@@ -254,6 +317,10 @@ class WorklistSCP:
             max_message_bytes=self._dicom.max_message_bytes, max_pdu=self._dicom.max_pdu)
         server.read_timeout_s = self._dicom.network_timeout_s
         server.metrics = self._metrics
+        server.inline_requests = self._waking_reactors
+        if self._waking_reactors:
+            server.contexts = ContextList(server.contexts)
+        server.audit = self._audit
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, name=f"worklist-scp:{self.port}", daemon=True)
@@ -317,6 +384,8 @@ class WorklistSCP:
                               "peer": address})
         if self._metrics is not None:
             self._metrics.association_rejected_rj(rejection.source, rejection.reason)
+        self._audit.association_rejected(calling_ae=calling, called_ae=called, address=address,
+                                         reason=rejection.why)
         assoc.acse.send_reject(rejection.result, rejection.source, rejection.reason)
         evt.trigger(assoc, evt.EVT_REJECTED, {})
         assoc.kill()
@@ -327,6 +396,27 @@ class WorklistSCP:
     def _on_accepted(self, event: evt.Event) -> None:
         if self._metrics is not None:
             self._metrics.association(_calling(event.assoc))
+
+    def _send_encoded(self, event: evt.Event) -> Iterator[_Response]:
+        """The C-FIND handler: sends the pending answers already encoded (encoded.py)
+        itself, and hands pynetdicom every other response."""
+        responses = (self._on_find(event) if self._metrics is None and not self._audit.enabled
+                     else self._counted_find(event))
+        sender = ResponseSender(event.assoc, cast(C_FIND, event.request),
+                                int(event.context.context_id))
+        try:
+            for status, answer in responses:
+                if not isinstance(answer, EncodedAnswer):
+                    yield status, answer
+                elif not event.assoc.is_established:
+                    return  # aborted or released meanwhile, as pynetdicom checks
+                else:
+                    sender.send(status if isinstance(status, int) else int(status.Status),
+                                answer)
+        finally:
+            close = getattr(responses, "close", None)  # a generator: ends it at once
+            if close is not None:
+                close()
 
     def _counted_find(self, event: evt.Event) -> Iterator[_Response]:
         """``_on_find``, timed and counted (the handler when there are metrics)."""
@@ -341,6 +431,7 @@ class WorklistSCP:
                 yield status, answer
             completed = True
         finally:
+            _audit_query(self._audit, event, final, completed)
             if self._metrics is not None:
                 outcome = ("aborted" if not completed else "success" if final == SUCCESS
                            else "cancelled" if final == CANCELLED
@@ -406,7 +497,7 @@ class WorklistSCP:
                  plan: PlannedQuery, profile: PeerProfile) -> Iterator[_Response]:
         pending = PENDING_UNSUPPORTED_KEYS if plan.ignored_keys else PENDING
         try:
-            items = iter(self._store.query(plan.query))
+            items = iter(self._store.query_stored(plan.query))
         except Exception as exc:  # noqa: BLE001 - a store failure ends this query only
             _log_store_failure(exc)
             yield _failure(STORE_FAILED, "the worklist store failed"), None
@@ -420,10 +511,13 @@ class WorklistSCP:
                 close()
 
     def _stream(self, event: evt.Event, identifier: Dataset, plan: PlannedQuery,
-                items: Iterator[Dataset], pending: int,
+                items: Iterator[StoredItem], pending: int,
                 profile: PeerProfile) -> Iterator[_Response]:
         sent = 0
         character_set = answer_character_set(identifier, profile)
+        syntax = event.context.transfer_syntax
+        cache = None if syntax.is_deflated else self._answer_cache
+        shape = answer_shape(identifier) if cache is not None else ()
         while True:
             try:
                 item = next(items, None)
@@ -434,7 +528,8 @@ class WorklistSCP:
             if item is None:
                 return
             try:
-                accepted = plan.accepts(item)
+                # Decodes the stored item only when a post-filter must look at it.
+                accepted = not plan.post_filter or plan.accepts(item.dataset)
             except Exception as exc:  # noqa: BLE001 - one bad item must not end the SCP
                 yield _unanswerable(exc), None
                 return
@@ -453,7 +548,11 @@ class WorklistSCP:
                 yield CANCELLED, None
                 return
             try:
-                answer = shape_answer(item, identifier, character_set, profile.unencodable)
+                answer: Dataset | EncodedAnswer = (
+                    shape_answer(item.dataset, identifier, character_set, profile.unencodable)
+                    if cache is None else
+                    cache.answer(item, identifier, shape, character_set, profile.unencodable,
+                                 syntax.is_implicit_VR, syntax.is_little_endian))
             except Exception as exc:  # noqa: BLE001 - one bad item must not end the SCP
                 yield _unanswerable(exc), None
                 return
@@ -644,7 +743,9 @@ def _catch_up(assoc: Association, timeout: float) -> None:
         sock = dul.socket
         if outgoing.empty() and events.empty() and not (sock is not None and sock.ready):
             return
-        time.sleep(0.001)
+        # Short: with the waking reactors (reactor.py) the DUL sends as soon as it is
+        # handed a PDU, and each 1 ms here was ~0.06 ms on every answer.
+        time.sleep(0.0002)
 
 
 def _failure(status: int, comment: str, tag: BaseTag | None = None) -> Dataset:
@@ -668,3 +769,18 @@ def _log_store_failure(exc: BaseException) -> None:
     # other exceptions (driver errors) might quote values, so only their type.
     detail: Any = exc if isinstance(exc, StoreError) else type(exc).__name__
     LOGGER.error("worklist store query failed: %s", detail)
+
+
+def _audit_query(audit: AuditTrail, event: evt.Event, final: int, completed: bool) -> None:
+    """The C-FIND's Query audit event: the identifier as the SCU sent it."""
+    if not audit.enabled:
+        return
+    encoded = cast(C_FIND, event.request).Identifier
+    requestor = event.assoc.requestor
+    answered = completed and final in (SUCCESS, CANCELLED)
+    audit.query(calling_ae=str(requestor.ae_title).strip(), host=str(requestor.address),
+                called_ae=_called(event.assoc),
+                identifier=b"" if encoded is None else encoded.getvalue(),
+                transfer_syntax=str(event.context.transfer_syntax), success=answered,
+                reason="" if answered else f"status 0x{final:04X}" if completed
+                else "the association ended")

@@ -27,6 +27,8 @@ def test_example_file_is_valid_and_matches_defaults():
         update={"charset_aliases": example.mllp.charset_aliases})
     assert example.dicom == defaults.dicom
     assert example.worklist == defaults.worklist
+    assert example.reconcile == defaults.reconcile
+    assert example.audit == defaults.audit
 
 
 def test_relative_paths_resolve_against_the_config_folder(tmp_path):

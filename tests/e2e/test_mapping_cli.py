@@ -149,7 +149,7 @@ def test_mapping_check(config, tmp_path) -> None:
     res = run("-c", str(config), "mapping", "check")
     assert res.returncode == 0, res.stdout
     assert res.stdout.splitlines()[:2] == [
-        "OK: 4 mappings, in routing order:",
+        "OK: 5 mappings, in routing order:",
         "  1. orm-no-ihe-extras  ORM^O01 (HL7 2.2/2.3/2.3.1/2.4/2.5, when not OBR-18)  "
         "mappings/orm-no-ihe-extras.yaml"]
     bad = tmp_path / "bad.yaml"
@@ -165,3 +165,13 @@ def test_mapping_check(config, tmp_path) -> None:
         f"{bad}:{line}: attributes.StudyID.const: 'STUDY-2026-11-28-0001' is 21 characters; "
         "VR SH allows 16",
         "1 problem in 1 file; the mappings were not loaded"]
+
+
+def test_mapping_explain_reads_hex_escapes_in_the_frames_charset(config, tmp_path) -> None:
+    text = (FIXTURES / "orm-o01-ihe-ct.hl7").read_bytes()
+    message = tmp_path / "utf8-escapes.hl7"
+    message.write_bytes(text.replace(b"DOE^JOHN^QUINCY^JR^DR", b"Caf\\XC3A9\\^Zo\\XC3AB\\")
+                        .replace(b"|AL|NE||", b"|AL|NE||UNICODE UTF-8"))
+    res = run("-c", str(config), "mapping", "explain", str(message))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Café^Zoë" in res.stdout and "CafÃ©" not in res.stdout

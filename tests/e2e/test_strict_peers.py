@@ -17,6 +17,7 @@ from pathlib import Path
 from pydicom import Dataset
 
 from tests.e2e.conftest import DCMTK, FIXTURES, RunningDaemon, dcmtk_env
+from tests.findstatus import check_status
 
 LATIN1_QUERY = ("-k", "SpecificCharacterSet=ISO_IR 100")
 
@@ -83,6 +84,7 @@ def _findscu_log(daemon: RunningDaemon, *args: str) -> str:
         capture_output=True, timeout=60, env=dcmtk_env())
     log = (res.stdout + res.stderr).decode("utf-8", "replace")
     assert res.returncode == 0, log
+    check_status(log)  # findscu exits 0 on a failed query too
     return log
 
 
@@ -124,3 +126,29 @@ def test_an_empty_sequence_key_returns_every_attribute_of_its_item_as_wlmscpfs_d
         assert keyword in step, keyword
     assert step.ScheduledStationAETitle == "CT01"
     assert all("CodingSchemeVersion" in c for c in step.ScheduledProtocolCodeSequence)
+
+
+def _with_pid5(tmp_path: Path, pid5: bytes, msh18: bytes = b"") -> Path:
+    """orm-o01-ihe-ct.hl7 with another PID-5 (and MSH-18)."""
+    text = (FIXTURES / "orm-o01-ihe-ct.hl7").read_bytes()
+    changed = text.replace(b"DOE^JOHN^QUINCY^JR^DR", pid5).replace(b"|AL|NE||", b"|AL|NE||" + msh18)
+    assert changed != text
+    path = tmp_path / "pid5.hl7"
+    path.write_bytes(changed)
+    return path
+
+
+def test_iso_2022_switch_escapes_are_decoded(daemon, tmp_path):
+    # An ASCII frame with the JIS name in \M2442\ (ESC $ B) ... \C2842\ (ESC ( B) runs
+    name = b"\\M2442\\;3ED\\C2842\\^\\M2442\\B@O:\\C2842\\"
+    _send(daemon, _with_pid5(tmp_path, name, b"ASCII~ISO IR87"))
+    (answer,) = daemon.findscu(tmp_path, "AccessionNumber=ACC20261128001", "PatientName")
+    assert str(answer.PatientName) == "山田^太郎"
+
+
+def test_a_control_character_escape_in_a_name_is_refused_naming_the_field(daemon, tmp_path):
+    res = daemon.send(_with_pid5(tmp_path, b"DOE^JOHN\\X0D\\"))
+    assert ": AE" in res.stdout, res.stdout + res.stderr
+    assert "PID^1^5" in res.stdout and "control character" in res.stdout, res.stdout
+    # nothing was stored under the accession
+    assert daemon.findscu(tmp_path, "AccessionNumber=ACC20261128001") == []

@@ -207,14 +207,35 @@ def test_answer_cap_is_exact_and_ends_in_success(matrix_daemon, tmp_path):
     assert "Final Find Response (Success)" in log
 
 
-def test_cancel_stops_the_answers(matrix_daemon, tmp_path):
-    answers, log = findscu(matrix_daemon, tmp_path,
-                           [*RETURN, SPS + "ScheduledStationAETitle=BULK"],
+MANY = 3000  # station MANY, no cap: more answers than the sockets' buffers hold
+
+
+@pytest.fixture(scope="module")
+def cancel_daemon(tmp_path_factory):
+    """Enough answers that the SCP is still sending when findscu's C-CANCEL arrives,
+    however fast it assembles them (pre-encoded answers take microseconds)."""
+    tmp = tmp_path_factory.mktemp("cancel")
+    (tmp / "data").mkdir()
+    store = SqliteStore(tmp / "data" / "bridge.sqlite3")
+    store.migrate()
+    store.upsert_steps([item(f"M{i:04}", f"Many^{i:04}", f"PM{i:04}", "MANY", "CR",
+                             "20261205", f"{7 + i // 600:02}{(i // 10) % 60:02}{i % 10:02}",
+                             "SCHEDULED", "Foreman^Eric", "CR Thorax", "CR Thorax",
+                             "19800101") for i in range(MANY)])
+    store.close()
+    d = start_daemon(write_config(tmp, "worklist:\n  max_answers: 0\n"), tmp / "data")
+    yield d
+    assert stop_daemon(d) == 0
+
+
+def test_cancel_stops_the_answers(cancel_daemon, tmp_path):
+    answers, log = findscu(cancel_daemon, tmp_path,
+                           [*RETURN, SPS + "ScheduledStationAETitle=MANY"],
                            extra=("--cancel", "3"),
                            status="Cancel: MatchingTerminatedDueToCancelRequest")
     assert "Sending Cancel Request" in log
     assert "Final Find Response (Cancel: MatchingTerminatedDueToCancelRequest)" in log
-    assert 3 <= len(answers) < CAP
+    assert 3 <= len(answers) < MANY
     # The answers that did come are the first ones, in order.
-    assert [str(a.AccessionNumber) for a in answers] == [f"B{i:03}"
+    assert [str(a.AccessionNumber) for a in answers] == [f"M{i:04}"
                                                           for i in range(len(answers))]

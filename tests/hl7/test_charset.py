@@ -155,3 +155,36 @@ def test_encode_text_in_message_charset():
     assert encode_text("Müller", "ascii") == b"M?ller"
     with pytest.raises(CharsetError, match="unknown Python codec 'no-such-codec'"):
         encode_text("x", "no-such-codec")
+
+
+@pytest.mark.parametrize(("msh18", "codec", "facility"), [
+    ("BIG-5", "big5", "四海醫院"),     # 四 is A5 7C in Big5
+    ("GB 18030-2000", "gb18030", "亅億医院"),  # 亅 81 7C, 億 83 7C in GB 18030
+])
+def test_a_trail_byte_equal_to_the_separator_does_not_hide_msh18(msh18, codec, facility):
+    text = msh(msh18).replace("|HOSP|MWL", f"|{facility}|MWL") + "\rPID|1||12345||王^小明\r"
+    data = text.encode(codec)
+    assert data.split(b"\r")[0].count(b"|") > text.split("\r")[0].count("|")  # the trap
+    assert read_msh18(data) == msh18
+    decoded = decode_frame(data, default="ascii", aliases={})
+    assert decoded.codec == codec
+    message = parse_message(decoded.text)
+    assert message.msh.value(4) == facility
+    assert message.first("PID").value(5) == "王"
+
+
+def test_a_site_alias_with_such_trail_bytes_is_read_the_same_way():
+    facility = "ポ院"  # ポ is 83 7C in Shift_JIS
+    assert "ポ".encode("shift_jis") == b"\x83|"
+    text = msh("SJIS").replace("|HOSP|MWL", f"|{facility}|MWL") + "\rPID|1\r"
+    data = text.encode("shift_jis")
+    decoded = decode_frame(data, default="ascii", aliases={"SJIS": "shift_jis"})
+    assert (decoded.codec, decoded.msh18) == ("shift_jis", "SJIS")
+    assert parse_message(decoded.text).msh.value(4) == facility
+
+
+def test_a_latin1_line_is_still_split_as_bytes():
+    text = msh("8859/1").replace("|HOSP|MWL", "|Hôpital Sainte-Thérèse|MWL") + "\rPID|1\r"
+    assert read_msh18(text.encode("latin-1")) == "8859/1"
+    assert read_msh18(text.encode("utf-8").replace(b"8859/1", b"UNICODE UTF-8")) \
+        == "UNICODE UTF-8"

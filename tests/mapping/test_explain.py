@@ -34,7 +34,8 @@ def test_routing_says_why_each_mapping_did_or_did_not_take_the_message(shipped) 
         ("orm-no-ihe-extras", "no: match.when 'not OBR-18' is false"),
         ("ihe-swf-orm-v231", "takes it"),
         ("ihe-swfb-omi-v251", "not tried"),
-        ("omg-o19-v251", "not tried")]
+        ("omg-o19-v251", "not tried"),
+        ("siu-s12-v25", "not tried")]
     assert exp.mapping is not None and exp.mapping.name == "ihe-swf-orm-v231"
     assert exp.result is not None and exp.error is None
     adt = explain(shipped, read_fixture("adt-a01.hl7"))

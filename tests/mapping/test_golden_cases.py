@@ -20,7 +20,7 @@ def shipped() -> MappingSet:
 def test_every_profile_has_golden_cases() -> None:
     folders = {c.message.parent.name for c in CASES}
     assert folders >= {"ihe-swf-orm-v231", "ihe-swfb-omi-v251", "omg-o19-v251",
-                       "orm-no-ihe-extras"}
+                       "orm-no-ihe-extras", "siu-s12-v25"}
     # Each profile has accepted and rejected messages.
     for folder in folders - {"routing"}:
         names = [c.stem for c in CASES if c.message.parent.name == folder]
@@ -33,7 +33,7 @@ def test_every_profile_keeps_a_hand_written_case() -> None:
     in every case of a profile (docs: bridge/mapping/cases.py)."""
     profiles = {p.stem for p in MAPPINGS.glob("*.yaml")}
     assert profiles == {"ihe-swf-orm-v231", "ihe-swfb-omi-v251", "omg-o19-v251",
-                        "orm-no-ihe-extras"}
+                        "orm-no-ihe-extras", "siu-s12-v25"}
     hand = {c.message.parent.name for c in CASES
             if (path := c.expected_path()) is not None and load_expected(path).hand_written}
     assert hand == profiles

@@ -44,7 +44,7 @@ def test_the_shipped_mappings_load() -> None:
     # Routing order: the no-extras profile's priority puts it first (it only takes an
     # ORM without OBR-18); the rest in file-name order.
     assert mappings.names == ["orm-no-ihe-extras", "ihe-swf-orm-v231", "ihe-swfb-omi-v251",
-                              "omg-o19-v251"]
+                              "omg-o19-v251", "siu-s12-v25"]
 
 
 def test_invalid_yaml(write_mapping) -> None:

@@ -3,6 +3,7 @@ behind a real MLLP listener on a free port, driven by real MLLP clients."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from bridge.hl7 import MllpClient, MllpServer, Segment, parse_message
+from bridge.hl7.mllp import Frame, FrameDecoder, OversizeFrame
 from bridge.hl7.settings import MllpSettings
 from bridge.maintenance.retention import Retention
 from bridge.mapping import MappingSet, load_mappings
@@ -63,6 +65,19 @@ class Ack:
 
     def __repr__(self) -> str:
         return f"Ack({self.code}, {self.error_code}, {self.location!r}, {self.text!r})"
+
+
+async def read_acks(reader: asyncio.StreamReader, count: int, wait_s: float = 30.0
+                    ) -> list[Ack]:
+    """The next ``count`` ACK frames read from a raw connection (pipelined sends)."""
+    decoder = FrameDecoder(1 << 20)
+    frames: list[Frame | OversizeFrame] = []
+    while len(frames) < count:
+        data = await asyncio.wait_for(reader.read(65536), wait_s)
+        assert data, "connection closed early"
+        frames += decoder.feed(data)
+    assert all(isinstance(f, Frame) for f in frames), frames
+    return [read_ack(f.payload) for f in frames if isinstance(f, Frame)]
 
 
 def read_ack(raw: bytes) -> Ack:

@@ -72,6 +72,17 @@ def test_unicode_round_trip(store):
     assert names == ["Müller^Jürgen", "山田^太郎"]
 
 
+def test_name_group_pre_filters_find_any_group(store):
+    # The worklist's pre-filter for a person name of one group is "*pattern*" on the
+    # normalised name "A=I=P" (bridge/worklist/query.py, NameGroupsCondition).
+    store.upsert_steps([make_item(1, name="Yamada^Tarou=山田^太郎=やまだ^たろう"),
+                        make_item(2, name="Hong^Gildong=洪^吉洞=홍^길동")])
+    for pattern, found in [("*山田*", ["ACC00001"]), ("*やまだ^たろう*", ["ACC00001"]),
+                           ("*홍^길동*", ["ACC00002"]), ("*yamada*", ["ACC00001"]),
+                           ("*山本*", [])]:
+        assert ids(store, Wildcard(Column.PATIENT_NAME_NORM, pattern)) == found, pattern
+
+
 def test_matching_kinds(store):
     store.upsert_steps([
         make_item(1, name="Müller^Hans", station="CT01", date="20261128", time="0800"),

@@ -31,6 +31,7 @@ from bridge.hl7 import MllpClient
 from bridge.telemetry import metrics_endpoint, readyz_endpoint
 from tests.e2e.conftest import DCMTK, FIXTURES, dcmtk_env, write_config
 from tests.e2e.test_mpps_roundtrip import MPPS_UID, n_create, n_set_completed, outbound_config
+from tests.findstatus import check_status
 from tests.outbound.mllp_receiver import MllpReceiver
 
 pytestmark = pytest.mark.skipif(not (DCMTK / "findscu").exists(), reason="DCMTK not installed")
@@ -111,7 +112,7 @@ def _findscu(port: int, tmp: Path) -> int:
     out = tmp / f"rsp-{time.monotonic_ns()}"
     out.mkdir()
     res = subprocess.run(
-        [str(DCMTK / "findscu"), "-W", "-X", "-od", str(out), "-aet", "CT01",
+        [str(DCMTK / "findscu"), "-v", "-W", "-X", "-od", str(out), "-aet", "CT01",
          "-aec", "MWLBRIDGE",
          "-k", "ScheduledProcedureStepSequence[0].ScheduledStationAETitle=CT01",
          "-k", "AccessionNumber", "-k", "StudyInstanceUID", "-k", "PatientID",
@@ -120,6 +121,7 @@ def _findscu(port: int, tmp: Path) -> int:
          "-k", "ScheduledProcedureStepSequence[0].ScheduledProcedureStepID",
          "127.0.0.1", str(port)], capture_output=True, text=True, timeout=60, env=dcmtk_env())
     assert res.returncode == 0, res.stderr
+    check_status(res.stdout + res.stderr)  # findscu exits 0 on a failed query too
     return len(list(out.glob("rsp*.dcm")))
 
 

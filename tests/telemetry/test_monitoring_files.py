@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from bridge.audit import NO_AUDIT
+from bridge.audit.metrics import AuditMetrics
 from bridge.telemetry import Metrics
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "monitoring"
@@ -27,8 +29,16 @@ def _expressions() -> list[tuple[str, str]]:
     return found
 
 
+def _all_names() -> frozenset[str]:
+    """The daemon's registry as the daemon has it: with the audit trail's metrics
+    (registered by the AuditService, bridge/audit/metrics.py)."""
+    metrics = Metrics()
+    AuditMetrics(metrics.registry, trail=NO_AUDIT, depth=dict)
+    return metrics.names()
+
+
 def test_every_metric_the_rules_and_the_dashboard_use_exists():
-    names = Metrics().names()
+    names = _all_names()
     used = [(where, name) for where, expr in _expressions() for name in NAME.findall(expr)]
     assert len(used) > 30
     missing = sorted({f"{where}: {name}" for where, name in used if name not in names})
@@ -38,7 +48,8 @@ def test_every_metric_the_rules_and_the_dashboard_use_exists():
 def test_every_metric_family_is_on_the_dashboard():
     used = {name for _, expr in _expressions() for name in NAME.findall(expr)}
     base = {re.sub(r"_(total|bucket|sum|count)$", "", n) for n in used}
-    families = {re.sub(r"_(total|bucket|sum|count|created)$", "", n) for n in Metrics().names()}
+    families = {re.sub(r"_(total|bucket|sum|count|created)$", "", n) for n in _all_names()}
+    assert {"mwl_bridge_audit_events", "mwl_bridge_reconcile_conflicts_open"} <= families
     assert families - base <= {"mwl_bridge_metrics_read_errors"}
 
 

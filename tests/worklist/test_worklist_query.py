@@ -7,6 +7,7 @@ from pydicom import Dataset
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.tag import Tag
 
+from bridge.store.names import normalise_name
 from bridge.store.query import (
     AnyOf,
     Column,
@@ -22,6 +23,7 @@ from bridge.worklist.query import (
     IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
     UNABLE_TO_PROCESS,
     QueryScope,
+    wildcard,
 )
 from bridge.worklist.settings import WorklistSettings
 
@@ -79,11 +81,64 @@ def test_single_values_top_level_and_in_sps_item():
 
 
 def test_patient_name_is_normalised_keeping_wildcards():
+    # A one-group name in ASCII (after folding) is alphabetic, which starts the stored
+    # "A=I=P": a prefix, so the name index serves it; the post-filter decides.
     assert matches(ident(PatientName="Mül*")) == {Wildcard(Column.PATIENT_NAME_NORM, "mul*")}
     assert matches(ident(PatientName="MÜLLER^H?NS")) == {
-        Wildcard(Column.PATIENT_NAME_NORM, "muller^h?ns")}
+        Wildcard(Column.PATIENT_NAME_NORM, "muller^h?ns*")}
     assert matches(ident(PatientName="Müller^Hans")) == {
-        Exact(Column.PATIENT_NAME_NORM, "muller^hans")}
+        Wildcard(Column.PATIENT_NAME_NORM, "muller^hans*")}
+    # One group in kanji, kana or hangul may be any group: "*pattern*".
+    assert matches(ident(PatientName="山田*")) == {Wildcard(Column.PATIENT_NAME_NORM, "*山田*")}
+    assert matches(ident(PatientName="やまだ^たろう")) == {
+        Wildcard(Column.PATIENT_NAME_NORM, "*やまだ^たろう*")}
+    # With groups: the alphabetic group starts the stored name.
+    assert matches(ident(PatientName="Yamada*=山田^太郎")) == {
+        Wildcard(Column.PATIENT_NAME_NORM, "yamada*")}
+    assert matches(ident(PatientName="=山田*")) == {
+        Wildcard(Column.PATIENT_NAME_NORM, "*山田*")}
+
+
+JAPANESE = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+
+
+@pytest.mark.parametrize(("query", "found"), [
+    # one group: any group of the stored name, case-insensitive where case exists
+    ("YAMADA^TAROU", True), ("yamada*", True), ("山田^太郎", True), ("山田*", True),
+    ("やまだ*", True), ("*太郎", True), ("山本*", False), ("Tanaka*", False),
+    # groups: each given group against the same group of the stored name
+    ("Yamada*=山田^太郎", True), ("=山田^太郎", True), ("==やまだ^たろう", True),
+    ("*=山田*=やま*", True), ("Yamada*=山本*", False), ("=やまだ^たろう", False),
+    ("Tanaka*=山田^太郎", False),
+])
+def test_person_names_match_by_component_group(query: str, found: bool) -> None:
+    plan = build_query(ident(PatientName=query), NO_HIDDEN)
+    assert plan.accepts(stored(PatientName=JAPANESE)) is found
+    # the store's pre-filter is a superset of the answer
+    (pre,) = plan.query.matches
+    assert isinstance(pre, Wildcard)
+    if found:
+        assert wildcard(pre.pattern).fullmatch(normalise_name(JAPANESE))
+
+
+def test_a_query_group_the_stored_name_lacks_does_not_match() -> None:
+    plan = build_query(ident(PatientName="Doe^John=山田^太郎"), NO_HIDDEN)
+    assert not plan.accepts(stored(PatientName="Doe^John"))
+    assert build_query(ident(PatientName="Doe*"), NO_HIDDEN).accepts(stored(PatientName="Doe^John"))
+
+
+def test_exact_name_matching_keeps_case_in_every_group() -> None:
+    exact = WorklistSettings(hidden_statuses=[], patient_name_matching="exact")
+    assert build_query(ident(PatientName="Yamada*"), exact).accepts(stored(PatientName=JAPANESE))
+    assert not build_query(ident(PatientName="YAMADA*"), exact).accepts(
+        stored(PatientName=JAPANESE))
+    assert build_query(ident(PatientName="=山田*"), exact).accepts(stored(PatientName=JAPANESE))
+
+
+@pytest.mark.filterwarnings("ignore:The number of PN components")
+def test_more_than_three_component_groups_is_refused() -> None:
+    with pytest.raises(QueryError, match="more than three component groups"):
+        build_query(ident(PatientName="a=b=c=d"), NO_HIDDEN)
 
 
 def test_wildcards_on_string_keys_keep_case():

@@ -17,6 +17,7 @@ from pynetdicom import AE, Association
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
 from bridge.store.base import StoreError
+from bridge.store.items import StoredItem
 from bridge.store.query import WorklistQuery
 from bridge.store.sqlite import SqliteStore
 from bridge.worklist import WorklistSCP
@@ -109,13 +110,13 @@ class FailingStore(SqliteStore):
 
     after: int | None = None
 
-    def query(self, query: WorklistQuery) -> Iterator[Dataset]:
+    def query_stored(self, query: WorklistQuery) -> Iterator[StoredItem]:
         if self.after is None:
             raise StoreError("database is locked")
         return self._failing(query, self.after)
 
-    def _failing(self, query: WorklistQuery, after: int) -> Iterator[Dataset]:
-        for i, found in enumerate(super().query(query)):
+    def _failing(self, query: WorklistQuery, after: int) -> Iterator[StoredItem]:
+        for i, found in enumerate(super().query_stored(query)):
             if i == after:
                 raise OSError("disk I/O error")
             yield found
@@ -153,10 +154,10 @@ def test_store_failure_midway_ends_with_0xc001(tmp_path, start_scp, scu, item, c
 class CorruptStore(SqliteStore):
     """Failure injection: a stored value whose bytes cannot be decoded (a 3-byte US)."""
 
-    def query(self, query: WorklistQuery) -> Iterator[Dataset]:
-        for found in super().query(query):
+    def query_stored(self, query: WorklistQuery) -> Iterator[StoredItem]:
+        for found in super().query_stored(query):
             tag = Tag(0x0028, 0x0010)
-            found[tag] = RawDataElement(tag, "US", 3, b"\x01\x02\x03", 0, False, True)
+            found.dataset[tag] = RawDataElement(tag, "US", 3, b"\x01\x02\x03", 0, False, True)
             yield found
 
 
@@ -183,8 +184,8 @@ class GatedStore(SqliteStore):
         super().__init__(*args)
         self.gate = threading.Event()
 
-    def query(self, query: WorklistQuery) -> Iterator[Dataset]:
-        for i, found in enumerate(super().query(query)):
+    def query_stored(self, query: WorklistQuery) -> Iterator[StoredItem]:
+        for i, found in enumerate(super().query_stored(query)):
             if i == 1:
                 self.gate.wait(timeout=30)
             yield found
@@ -278,3 +279,13 @@ def test_accepted_sockets_have_nagle_off():
                 assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     finally:
         server.server_close()  # never served, so shutdown() would wait forever
+
+
+def test_the_listen_backlog_holds_fifty_consoles_at_once(new_store, start_scp):
+    # socketserver's default backlog of 5 dropped connections when 50 consoles polled
+    # together (each DCMTK retry cost 1 s, then 3 s). The kernel shows a listening
+    # socket's backlog as its Send-Q.
+    scp = start_scp(new_store([]))
+    shown = subprocess.run(["ss", "-Hltn", f"sport = :{scp.port}"], capture_output=True,
+                           text=True, timeout=10, check=True).stdout.split()
+    assert shown[0] == "LISTEN" and int(shown[2]) >= 128, shown

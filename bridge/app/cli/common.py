@@ -1,14 +1,21 @@
-"""What every ``mwl-bridge`` subcommand shares: loading the settings, opening the store."""
+"""What every ``mwl-bridge`` subcommand shares: loading the settings, opening the store,
+printing tables; and what the queues' commands share (``outbox``, ``mpps forward``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from bridge.app.settings import ConfigError, Settings, find_config, load_settings
 from bridge.store import Store, open_store
+from bridge.store.base import StoreTx
+
+R = TypeVar("R")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+EXIT_NOT_FOUND = EXIT_FAILED  # show/retry: no such row
 
 
 def settings_from(args: argparse.Namespace) -> Settings | None:
@@ -25,3 +32,102 @@ def settings_from(args: argparse.Namespace) -> Settings | None:
 def open_configured_store(settings: Settings) -> Store:
     """The configured store, migrated; commands may run beside the daemon."""
     return open_store(settings.store, settings.data_dir)
+
+
+def open_store_from(args: argparse.Namespace) -> Store | None:
+    """The configured store for ``--config``; None after printing the settings' errors."""
+    settings = settings_from(args)
+    return None if settings is None else open_configured_store(settings)
+
+
+def print_help(parser: argparse.ArgumentParser) -> int:
+    """A command group run without its action: its help, and the usage exit code."""
+    parser.print_help()
+    return EXIT_CONFIG
+
+
+def print_table(table: Sequence[Sequence[str]]) -> None:
+    """The rows in columns as wide as their widest cell; the first row is the header."""
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+# --- the queues' list/retry commands (outbox, mpps forward) ---
+
+QUEUE_STATES = ("pending", "sent", "dead")
+
+
+def queue_states(text: str) -> list[str] | None:
+    """``--state`` of a queue's ``list``: [] for all; None (after saying why) if invalid."""
+    if text == "all":
+        return []
+    states = [s.strip() for s in text.split(",") if s.strip()]
+    if states and all(s in QUEUE_STATES for s in states):
+        return states
+    print(f"--state: one or more of pending, sent, dead (comma-separated), or all; "
+          f"not {text!r}", file=sys.stderr)
+    return None
+
+
+def queue_when(state: str, sent_at: str, next_attempt_at: str, updated_at: str) -> str:
+    """A queue row's WHEN column: sent, next attempt, or given up."""
+    when = sent_at if state == "sent" else (next_attempt_at if state == "pending"
+                                            else updated_at)
+    return when[:19].replace("T", " ")
+
+
+def clipped(text: str, most: int = 60) -> str:
+    return text if len(text) <= most else text[:most - 3] + "..."
+
+
+def queue_summary(shown: int, counts: Mapping[str, int]) -> str:
+    summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in QUEUE_STATES)
+    return f"({shown} shown; {summary})"
+
+
+def requeue_command(args: argparse.Namespace, noun: str,
+                    dead: Callable[[Store, str], list[int]],
+                    requeue: Callable[[StoreTx, list[int]], list[int]],
+                    get: Callable[[Store, int], R | None]
+                    ) -> tuple[int, list[tuple[int, R | None]]]:
+    """A queue's ``retry ID... | --dead [--destination NAME]``: re-queue in one
+    transaction (``dead``: the ids of the dead letters, of one destination if given)
+    and say how many. Returns the exit code and the ids that did not change with
+    their rows (None: no such row), for the caller to say why each was skipped."""
+    if not args.ids and not args.dead:
+        print(f"give {noun} IDs, or --dead for every dead letter", file=sys.stderr)
+        return EXIT_CONFIG, []
+    store = open_store_from(args)
+    if store is None:
+        return EXIT_CONFIG, []
+    try:
+        ids = list(args.ids)
+        if args.dead:
+            ids += dead(store, args.destination)
+        (changed,) = store.write([lambda tx: requeue(tx, ids)])
+        if isinstance(changed, BaseException):
+            raise changed
+        skipped = [(i, get(store, i)) for i in sorted(set(ids) - set(changed))]
+    finally:
+        store.close()
+    print(f"re-queued {len(changed)} {noun}(s)" + (f": {', '.join(map(str, changed))}"
+                                                    if changed else ""))
+    return (EXIT_NOT_FOUND if skipped else EXIT_OK), skipped
+
+
+def load_one(args: argparse.Namespace, get: Callable[[Store, int], R | None], missing: str
+             ) -> tuple[R | None, int]:
+    """The row ``args.id`` from the configured store, and EXIT_OK; or None and the exit
+    code, after saying why (``missing``: what is not there, e.g. "no outbox message")."""
+    store = open_store_from(args)
+    if store is None:
+        return None, EXIT_CONFIG
+    try:
+        row = get(store, args.id)
+    finally:
+        store.close()
+    if row is None:
+        print(f"{missing} {args.id}", file=sys.stderr)
+        return None, EXIT_NOT_FOUND
+    return row, EXIT_OK

@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge.app.cli.admin import add_admin_commands
+from bridge.app.cli.audit import add_audit_commands
 from bridge.app.cli.common import EXIT_CONFIG, open_configured_store, settings_from
 from bridge.app.cli.db import add_db_commands
+from bridge.app.cli.importer import add_import_commands
 from bridge.app.cli.mapping import add_mapping_commands
 from bridge.app.cli.messages import add_message_commands
 from bridge.app.cli.mpps import add_mpps_commands
 from bridge.app.cli.outbox import add_outbox_commands
+from bridge.app.cli.reconcile import add_reconcile_commands
 from bridge.app.cli.status import add_status_commands
 
 if TYPE_CHECKING:
@@ -97,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     add_outbox_commands(sub)
     add_mpps_commands(sub)
     add_status_commands(sub)
+    add_reconcile_commands(sub)
     add_db_commands(sub)
 
     add_mapping_commands(sub)
@@ -104,6 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     add_message_commands(sub)
 
     add_admin_commands(sub)
+
+    add_import_commands(sub)
+
+    add_audit_commands(sub)
     return p
 
 
@@ -180,11 +188,18 @@ def _check_config(args: argparse.Namespace) -> int:
         for err in exc.errors:
             print(f"  {err}", file=sys.stderr)
         return EXIT_CONFIG
+    from bridge.audit.service import transport_for
+    from bridge.mpps.forward import destination_contexts as forward_contexts
     from bridge.outbound.tls import destination_contexts
+    from bridge.reconcile.query import pacs_contexts
     from bridge.tls import TlsConfigError, check_listeners
     try:
         check_listeners(settings.dicom.tls, settings.mllp.tls)
         destination_contexts(settings.outbound.destinations)
+        forward_contexts(settings.mpps.forward)
+        pacs_contexts(settings.reconcile.pacs)  # the PACS the reconciliation loop asks
+        for i, repository in enumerate(settings.audit.repositories):  # the audit trail's ARRs
+            transport_for(repository, i).close()
     except TlsConfigError as exc:
         print(f"TLS configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

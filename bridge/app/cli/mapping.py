@@ -166,7 +166,7 @@ def _explain(args: argparse.Namespace) -> int:
         try:
             decoded = decode_frame(frame, default=settings.mllp.default_charset,
                                    aliases=settings.mllp.charset_aliases)
-            messages.append(parse_message(decoded.text))
+            messages.append(parse_message(decoded.text, codec=decoded.codec))
         except (CharsetError, HL7ParseError) as exc:
             print(f"{args.message}: message {number}: {exc}", file=sys.stderr)
             return EXIT_USAGE

@@ -3,10 +3,17 @@ console's MPPS page and ``POST /api/mpps/search``).
 
     mwl-bridge mpps list [--status "IN PROGRESS"|COMPLETED|DISCONTINUED] [--limit N] [--page N]
     mwl-bridge mpps show ID [--json]
+    mwl-bridge mpps forward list [--state pending|sent|dead|all] [--destination NAME]
+    mwl-bridge mpps forward show ID
+    mwl-bridge mpps forward retry ID... | --dead [--destination NAME]
 
 ``list`` is newest first; ``show`` prints the instance, the worklist items it is
 linked to, and its data set (DICOM JSON with ``--json``, else the attributes as
-pydicom prints them). The commands read the store and may run beside the daemon.
+pydicom prints them). ``forward`` is the queue of N-CREATE/N-SET requests
+forwarded to other MPPS SCPs (bridge/mpps/forward.py), like ``outbox``: ``retry``
+re-queues dead letters (and makes waiting requests due now); a running daemon
+picks them up within ``mpps.forward.poll_interval_s``. The commands work on the
+store directly and may run beside the daemon.
 """
 
 from __future__ import annotations
@@ -16,7 +23,18 @@ import json
 import sys
 from typing import Any
 
-from bridge.app.cli.common import open_configured_store, settings_from
+from bridge.app.cli.common import (
+    clipped,
+    load_one,
+    open_store_from,
+    print_help,
+    print_table,
+    queue_states,
+    queue_summary,
+    queue_when,
+    requeue_command,
+)
+from bridge.store import Store
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_CONFIG = 0, 1, 2
 STATUSES = ("IN PROGRESS", "COMPLETED", "DISCONTINUED")
@@ -26,7 +44,7 @@ def add_mpps_commands(sub: Any) -> None:
     """Register ``mpps`` on the CLI's subcommand parser."""
     mpps = sub.add_parser("mpps", help="list and show MPPS instances")
     cmds = mpps.add_subparsers(dest="mpps_command", metavar="ACTION")
-    mpps.set_defaults(run=lambda args: _help(mpps))
+    mpps.set_defaults(run=lambda args: print_help(mpps))
 
     ls = cmds.add_parser("list", help="list MPPS instances, newest first")
     ls.add_argument("--status", default="", help="IN PROGRESS, COMPLETED or DISCONTINUED")
@@ -39,10 +57,26 @@ def add_mpps_commands(sub: Any) -> None:
     show.add_argument("--json", action="store_true", help="the data set as DICOM JSON")
     show.set_defaults(run=_show)
 
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return EXIT_CONFIG
+    forward = cmds.add_parser("forward", help="list, show and retry MPPS forwarded to other "
+                                              "MPPS SCPs")
+    fcmds = forward.add_subparsers(dest="forward_command", metavar="ACTION")
+    forward.set_defaults(run=lambda args: print_help(forward))
+    fls = fcmds.add_parser("list", help="list forwarded requests (default: pending and dead)")
+    fls.add_argument("--state", default="pending,dead",
+                     help="pending, sent, dead, a comma list, or all (default: pending,dead)")
+    fls.add_argument("--destination", default="", help="only this destination")
+    fls.add_argument("--limit", type=int, default=100)
+    fls.set_defaults(run=_forward_list)
+    fshow = fcmds.add_parser("show", help="one request: its state, the peer's status, its "
+                                          "data set")
+    fshow.add_argument("id", type=int)
+    fshow.set_defaults(run=_forward_show)
+    fretry = fcmds.add_parser("retry", help="re-queue dead letters (or make waiting ones due)")
+    fretry.add_argument("ids", type=int, nargs="*", metavar="ID")
+    fretry.add_argument("--dead", action="store_true", help="every dead letter")
+    fretry.add_argument("--destination", default="",
+                        help="with --dead: only this destination")
+    fretry.set_defaults(run=_forward_retry)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -55,10 +89,9 @@ def _list(args: argparse.Namespace) -> int:
     if args.limit < 1 or args.page < 1:
         print("--limit and --page are 1 or more", file=sys.stderr)
         return EXIT_CONFIG
-    settings = settings_from(args)
-    if settings is None:
+    store = open_store_from(args)
+    if store is None:
         return EXIT_CONFIG
-    store = open_configured_store(settings)
     try:
         page = browse.search_mpps(store, status=status, limit=args.limit,
                                   offset=(args.page - 1) * args.limit)
@@ -70,9 +103,7 @@ def _list(args: argparse.Namespace) -> int:
         (str(m.id), m.status, m.calling_aet, m.station_aet, m.modality,
          ",".join(map(str, m.step_ids)) or ("-" if m.scheduled else "unscheduled"),
          m.updated_at[:19].replace("T", " "), m.sop_instance_uid) for m in page.rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for r in table:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    print_table(table)
     print(f"({len(page.rows)} of {page.total} instance(s))")
     return EXIT_OK
 
@@ -81,17 +112,9 @@ def _show(args: argparse.Namespace) -> int:
     from bridge.store import browse
     from bridge.store.items import dumps_item
 
-    settings = settings_from(args)
-    if settings is None:
-        return EXIT_CONFIG
-    store = open_configured_store(settings)
-    try:
-        m = browse.get_mpps_by_id(store, args.id)
-    finally:
-        store.close()
+    m, code = load_one(args, browse.get_mpps_by_id, "no MPPS instance")
     if m is None:
-        print(f"no MPPS instance {args.id}", file=sys.stderr)
-        return EXIT_NOT_FOUND
+        return code
     for label, value in (("id", m.id), ("sop instance uid", m.sop_instance_uid),
                          ("status", m.status), ("calling AE", m.calling_aet),
                          ("station", m.station_aet), ("modality", m.modality),
@@ -106,3 +129,78 @@ def _show(args: argparse.Namespace) -> int:
     else:
         print(m.item)
     return EXIT_OK
+
+
+# --- mwl-bridge mpps forward ... ---
+
+def _forward_list(args: argparse.Namespace) -> int:
+    from bridge.store import mpps_forward_tx
+
+    states = queue_states(args.state)
+    if states is None:
+        return EXIT_CONFIG
+    store = open_store_from(args)
+    if store is None:
+        return EXIT_CONFIG
+    try:
+        rows = mpps_forward_tx.list_rows(store, states=states, destination=args.destination,
+                                         limit=args.limit)
+        counts = mpps_forward_tx.count_by_state(store)
+    finally:
+        store.close()
+    header = ("ID", "STATE", "DESTINATION", "REQUEST", "SOP INSTANCE UID", "TRIES", "STATUS",
+              "WHEN", "REASON")
+    table = [header]
+    for r in rows:
+        table.append((str(r.id), r.state, r.destination, r.operation, r.sop_instance_uid,
+                      str(r.attempts), "-" if r.peer_status is None else f"0x{r.peer_status:04X}",
+                      queue_when(r.state, r.sent_at, r.next_attempt_at, r.updated_at),
+                      clipped(r.last_error)))
+    print_table(table)
+    print(queue_summary(len(rows), counts))
+    return EXIT_OK
+
+
+def _forward_show(args: argparse.Namespace) -> int:
+    from io import BytesIO
+
+    from pydicom.uid import UID
+    from pynetdicom.dsutils import decode
+
+    from bridge.store import mpps_forward_tx
+
+    r, code = load_one(args, mpps_forward_tx.get_row, "no forwarded MPPS request")
+    if r is None:
+        return code
+    status = "-" if r.peer_status is None else f"0x{r.peer_status:04X}"
+    for label, value in (("id", r.id), ("state", r.state), ("destination", r.destination),
+                         ("request", r.operation), ("sop instance uid", r.sop_instance_uid),
+                         ("mpps row", r.mpps_id or "-"), ("attempts", r.attempts),
+                         ("peer status", status), ("created", r.created_at),
+                         ("next attempt", r.next_attempt_at), ("sent", r.sent_at or "-"),
+                         ("reason", r.last_error or "-"),
+                         ("transfer syntax", r.transfer_syntax)):
+        print(f"{label + ':':18} {value}")
+    print()
+    syntax = UID(r.transfer_syntax)
+    try:
+        print(decode(BytesIO(r.payload), syntax.is_implicit_VR, syntax.is_little_endian,
+                     syntax.is_deflated))
+    except Exception as exc:  # noqa: BLE001 - show what we can
+        print(f"(the data set cannot be decoded: {type(exc).__name__})")
+    return EXIT_OK
+
+
+def _forward_retry(args: argparse.Namespace) -> int:
+    from bridge.store import mpps_forward_tx
+
+    def dead(store: Store, destination: str) -> list[int]:
+        return [r.id for r in mpps_forward_tx.list_rows(
+            store, states=["dead"], destination=destination, limit=1_000_000)]
+
+    code, skipped = requeue_command(args, "request", dead, mpps_forward_tx.requeue,
+                                    mpps_forward_tx.get_row)
+    for row_id, row in skipped:
+        print(f"  {row_id}: " + ("no such request" if row is None else "already sent"),
+              file=sys.stderr)
+    return code

@@ -15,7 +15,17 @@ import argparse
 import sys
 from typing import Any
 
-from bridge.app.cli.common import open_configured_store, settings_from
+from bridge.app.cli.common import (
+    clipped,
+    load_one,
+    open_store_from,
+    print_help,
+    print_table,
+    queue_states,
+    queue_summary,
+    queue_when,
+    requeue_command,
+)
 from bridge.store import Store
 from bridge.store.outbox_tx import OutboxMessage, OutboxState
 
@@ -26,7 +36,7 @@ def add_outbox_commands(sub: Any) -> None:
     """Register ``outbox`` on the CLI's subcommand parser."""
     outbox = sub.add_parser("outbox", help="list, show and retry outbound HL7 status messages")
     cmds = outbox.add_subparsers(dest="outbox_command", metavar="ACTION")
-    outbox.set_defaults(run=lambda args: _help(outbox))
+    outbox.set_defaults(run=lambda args: print_help(outbox))
 
     ls = cmds.add_parser("list", help="list messages (default: pending and dead ones)")
     ls.add_argument("--state", default="pending,dead",
@@ -46,33 +56,13 @@ def add_outbox_commands(sub: Any) -> None:
     retry.set_defaults(run=_retry)
 
 
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return EXIT_CONFIG
-
-
-def _open(args: argparse.Namespace) -> Store | None:
-    settings = settings_from(args)
-    return None if settings is None else open_configured_store(settings)
-
-
-def _states(text: str) -> list[str] | None:
-    if text == "all":
-        return []
-    states = [s.strip() for s in text.split(",") if s.strip()]
-    known = {s.value for s in OutboxState}
-    return states if states and all(s in known for s in states) else None
-
-
 def _list(args: argparse.Namespace) -> int:
     from bridge.store import outbox_tx
 
-    states = _states(args.state)
+    states = queue_states(args.state)
     if states is None:
-        print(f"--state: one or more of pending, sent, dead (comma-separated), or all; "
-              f"not {args.state!r}", file=sys.stderr)
         return EXIT_CONFIG
-    store = _open(args)
+    store = open_store_from(args)
     if store is None:
         return EXIT_CONFIG
     try:
@@ -83,36 +73,23 @@ def _list(args: argparse.Namespace) -> int:
         store.close()
     header = ("ID", "STATE", "DESTINATION", "EVENT", "TYPE", "CONTROL ID", "TRIES", "WHEN",
               "REASON")
-    table = [header] + [_row(m) for m in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for r in table:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
-    summary = ", ".join(f"{counts.get(s.value, 0)} {s.value}" for s in OutboxState)
-    print(f"({len(rows)} shown; {summary})")
+    print_table([header] + [_row(m) for m in rows])
+    print(queue_summary(len(rows), counts))
     return EXIT_OK
 
 
 def _row(m: OutboxMessage) -> tuple[str, ...]:
-    when = m.sent_at if m.state == OutboxState.SENT else (
-        m.next_attempt_at if m.state == OutboxState.PENDING else m.updated_at)
-    reason = m.last_error if len(m.last_error) <= 60 else m.last_error[:57] + "..."
     return (str(m.id), m.state, m.destination, m.event, m.message_type, m.control_id,
-            str(m.attempts), when[:19].replace("T", " "), reason)
+            str(m.attempts), queue_when(m.state, m.sent_at, m.next_attempt_at, m.updated_at),
+            clipped(m.last_error))
 
 
 def _show(args: argparse.Namespace) -> int:
     from bridge.store import outbox_tx
 
-    store = _open(args)
-    if store is None:
-        return EXIT_CONFIG
-    try:
-        m = outbox_tx.get_message(store, args.id)
-    finally:
-        store.close()
+    m, code = load_one(args, outbox_tx.get_message, "no outbox message")
     if m is None:
-        print(f"no outbox message {args.id}", file=sys.stderr)
-        return EXIT_NOT_FOUND
+        return code
     for label, value in (("id", m.id), ("state", m.state), ("destination", m.destination),
                          ("order", m.order_key), ("event", m.event),
                          ("type", m.message_type), ("control id", m.control_id),
@@ -133,28 +110,13 @@ def _show(args: argparse.Namespace) -> int:
 def _retry(args: argparse.Namespace) -> int:
     from bridge.store import outbox_tx
 
-    if not args.ids and not args.dead:
-        print("give message IDs, or --dead for every dead letter", file=sys.stderr)
-        return EXIT_CONFIG
-    store = _open(args)
-    if store is None:
-        return EXIT_CONFIG
-    try:
-        ids = list(args.ids)
-        if args.dead:
-            ids += [m.id for m in outbox_tx.list_messages(
-                store, states=[OutboxState.DEAD.value], destination=args.destination,
-                limit=1_000_000)]
-        (changed,) = store.write([lambda tx: outbox_tx.requeue(tx, ids)])
-        if isinstance(changed, BaseException):
-            raise changed
-        skipped = sorted(set(ids) - set(changed))
-        skipped_rows = [outbox_tx.get_message(store, i) for i in skipped]
-    finally:
-        store.close()
-    print(f"re-queued {len(changed)} message(s)" + (f": {', '.join(map(str, changed))}"
-                                                     if changed else ""))
-    for message_id, row in zip(skipped, skipped_rows, strict=True):
+    def dead(store: Store, destination: str) -> list[int]:
+        return [m.id for m in outbox_tx.list_messages(
+            store, states=[OutboxState.DEAD.value], destination=destination, limit=1_000_000)]
+
+    code, skipped = requeue_command(args, "message", dead, outbox_tx.requeue,
+                                    outbox_tx.get_message)
+    for message_id, row in skipped:
         if row is None:
             print(f"  {message_id}: no such message", file=sys.stderr)
         elif row.state == OutboxState.SENT:
@@ -162,4 +124,4 @@ def _retry(args: argparse.Namespace) -> int:
         else:
             print(f"  {message_id}: has no message text ({row.last_error}); fix the profile "
                   "and let the next status change produce a new one", file=sys.stderr)
-    return EXIT_OK if not skipped else EXIT_NOT_FOUND
+    return code
