@@ -317,7 +317,7 @@ def bulk_load_import(db: Path, n: int, per_station_day: int, seed: int, dsn: str
     checked in two worker processes, written in batches through Store.write."""
     import multiprocessing
 
-    from bridge.orders.bulk import BATCH, DeadLetters, ImportReport, load_batch
+    from bridge.orders.bulk import BATCH, SQLITE_CACHE_KIB, DeadLetters, ImportReport, load_batch
     from bridge.orders.settings import OrdersSettings
 
     days = max(30, math.ceil(n / (len(STATIONS) * per_station_day)))
@@ -336,7 +336,7 @@ def bulk_load_import(db: Path, n: int, per_station_day: int, seed: int, dsn: str
         with multiprocessing.get_context("fork").Pool(
                 2, initializer=_init_worker, initargs=(n, seed, wl_dir)) as pool:
             for batch, hits, fhits in pool.imap(_make_candidates, tasks):
-                report.add(load_batch(store, batch, settings))
+                report.add(load_batch(store, batch, settings, sqlite_cache_kib=SQLITE_CACHE_KIB))
                 expected.update(hits)
                 file_hits |= fhits
                 done += len(batch)

@@ -314,7 +314,8 @@ def build_services(settings: Settings, store: Store, mappings: MappingReloader
                           metrics=metrics, audit=audit.trail)
     # MPPS forwarding to other MPPS SCPs (bridge/mpps/forward.py); same claims as the outbox.
     forwarder = MppsForwarder(store, s.mpps.forward, calling_ae=s.dicom.ae_title,
-                              submit=commits.submit, instance=me.id, metrics=metrics)
+                              submit=commits.submit, instance=me.id, metrics=metrics,
+                              audit=audit.trail)
     roles = ["mllp", "dicom", *(["mpps"] if s.mpps.enabled else []),
              *(["outbox"] if sender.destinations else []),
              *(["mpps-forward"] if forwarder.destinations else [])]

@@ -5,6 +5,7 @@
     message.py   an event as the DICOM PS3.15 A.5 XML audit message
     syslog.py    RFC 5424 framing; TLS (RFC 5425) and UDP (RFC 5426) transports
     trail.py     AuditTrail: what the domain packages record to (never blocks)
+    offline.py   what commands run outside the daemon record (straight to the spool)
     service.py   AuditService: the spool and delivery threads
     metrics.py   its metrics on the daemon's registry
     settings.py  the ``audit`` section

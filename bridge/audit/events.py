@@ -177,16 +177,22 @@ def query(local: Local, *, calling_ae: str, host: str, called_ae: str, identifie
                       objects, type_codes=(codes.RAD_5,), outcome_text=outcome_text)
 
 
+def _mpps_facts(mpps_uid: str, status: str, patient_id: str, accessions: tuple[str, ...],
+                studies: tuple[str, ...]) -> tuple[tuple[ParticipantObject, ...], Code]:
+    """An MPPS's patient object (if known) and its transaction: RAD-7 once final."""
+    objects: tuple[ParticipantObject, ...] = ()
+    if patient_id:
+        objects = (patient(patient_id, accessions=accessions, studies=studies,
+                           mpps=(mpps_uid,) if mpps_uid else ()),)
+    return objects, (codes.RAD_7 if status in ("COMPLETED", "DISCONTINUED") else codes.RAD_6)
+
+
 def procedure_record(local: Local, *, calling_ae: str, host: str, create: bool,
                      mpps_uid: str, status: str, patient_id: str = "",
                      accessions: tuple[str, ...] = (), studies: tuple[str, ...] = (),
                      outcome: int = SUCCESS, outcome_text: str = "") -> AuditEvent:
     """An MPPS N-CREATE (Create) or N-SET (Update)."""
-    objects: tuple[ParticipantObject, ...] = ()
-    if patient_id:
-        objects = (patient(patient_id, accessions=accessions, studies=studies,
-                           mpps=(mpps_uid,) if mpps_uid else ()),)
-    transaction = codes.RAD_7 if status in ("COMPLETED", "DISCONTINUED") else codes.RAD_6
+    objects, transaction = _mpps_facts(mpps_uid, status, patient_id, accessions, studies)
     return AuditEvent(codes.PROCEDURE_RECORD, "C" if create else "U", outcome,
                       (Participant(calling_ae, True, "ae", (codes.SOURCE,), network=host),
                        local.me(roles=(codes.DESTINATION,))),
@@ -288,3 +294,61 @@ def operator_action(local: Local, *, user: str, role: str, action: str, target_k
                             details=details)
     return AuditEvent(codes.SECURITY_ALERT, "E", SUCCESS, (operator, local.me()), (obj,),
                       type_codes=(codes.USE_OF_RESTRICTED_FUNCTION,))
+
+
+def forwarded(local: Local, *, calling_ae: str, destination_ae: str, host: str,
+              create: bool, mpps_uid: str, status: str = "", patient_id: str = "",
+              accessions: tuple[str, ...] = (), studies: tuple[str, ...] = (),
+              outcome: int = SUCCESS, outcome_text: str = "") -> AuditEvent:
+    """An MPPS N-CREATE or N-SET this daemon forwarded to another MPPS SCP: a
+    Procedure Record (RAD-6/RAD-7 as a Performed Procedure Step Manager sends them on,
+    IHE RAD TF), the daemon the requestor and Source, the destination's AE and host the
+    Destination; outcome 4 when it became a dead letter. Not Export (the MPPS does
+    not leave DICOM's security domain for media or a non-DICOM system) nor DICOM
+    Instances Transferred (an MPPS is a normalized object, not composite instances)."""
+    objects, transaction = _mpps_facts(mpps_uid, status, patient_id, accessions, studies)
+    return AuditEvent(codes.PROCEDURE_RECORD, "C" if create else "U", outcome,
+                      (local.me(requestor=True, user_id=calling_ae, roles=(codes.SOURCE,)),
+                       Participant(destination_ae, False, "ae", (codes.DESTINATION,),
+                                   network=_host(host) if host else "")),
+                      objects, type_codes=(transaction,), outcome_text=outcome_text)
+
+
+def conflict(local: Local, *, informant: str, host: str = "", patient_id: str = "",
+             accession: str = "", expected_study: str = "", found_study: str = "",
+             reason: str = "") -> AuditEvent:
+    """A reconciliation conflict flagged: the PACS holds a study under the item's
+    accession with another Study Instance UID or patient. An Order Record update with
+    outcome 4 (the order was not completed; it waits for a person), not a Security
+    Alert: nothing security-relevant happened (PS3.15 A.5.3.13 is for breaches of
+    node, user or configuration security), the order's record changed."""
+    who = Participant(informant or "?", False, "ae", (codes.SOURCE,), network=host)
+    objects: list[ParticipantObject] = []
+    if patient_id:
+        objects.append(patient(patient_id, accessions=(accession,) if accession else (),
+                               studies=(expected_study,) if expected_study else ()))
+    if found_study:
+        objects.append(ParticipantObject(found_study, codes.STUDY_INSTANCE_UID, "2", "3"))
+    return AuditEvent(codes.ORDER_RECORD, "U", MINOR_FAILURE,
+                      (who, local.me(requestor=True, roles=(codes.DESTINATION,))),
+                      tuple(objects), outcome_text=reason or "reconciliation conflict")
+
+
+def bulk_import(local: Local, *, user: str, host: str, paths: tuple[str, ...], fmt: str,
+                loaded: int, unchanged: int, rejected: int, dead_letters: str = "",
+                role: str = "") -> AuditEvent:
+    """One ``mwl-bridge import`` run: an Order Record (Create) with the OS user as the
+    requestor and the import as a Job object carrying the counts; outcome 4 when
+    something was rejected (the dead-letter file holds the rejects). One event per run,
+    not per item: a million-item migration must not flood the repository; the items'
+    own history is in the store (docs/audit.md)."""
+    operator = Participant(user, True, "user", (codes.APPLICATION_LAUNCHER,),
+                           alt_user_id=role, network=host)
+    details = (("format", fmt.encode()), ("loaded", str(loaded).encode()),
+               ("unchanged", str(unchanged).encode()), ("rejected", str(rejected).encode()),
+               *((("dead-letters", dead_letters.encode()),) if dead_letters else ()))
+    job = ParticipantObject(f"import:{fmt}", codes.URI, "2", "20", details=details)
+    sources = tuple(ParticipantObject(p, codes.URI, "2", "17") for p in paths)
+    return AuditEvent(codes.ORDER_RECORD, "C", MINOR_FAILURE if rejected else SUCCESS,
+                      (operator, local.me(roles=(codes.DESTINATION,))), (job, *sources),
+                      outcome_text=f"{rejected} item(s) rejected" if rejected else "")

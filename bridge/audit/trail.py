@@ -106,23 +106,29 @@ class AuditTrail:
         store = self.store
 
         def build(local: Local) -> AuditEvent:
-            pid, state = patient_id, status
-            accessions: tuple[str, ...] = ()
-            studies: tuple[str, ...] = ()
-            if store is not None and mpps_uid:
-                stored = mpps_tx.get_mpps(store, mpps_uid)
-                if stored is not None:
-                    pid = pid or str(stored.item.get("PatientID", ""))
-                    state = state or stored.status
-                    steps = stored.item.get("ScheduledStepAttributesSequence") or []
-                    accessions = tuple(sorted({str(a) for s in steps
-                                               if (a := s.get("AccessionNumber"))}))
-                    studies = tuple(sorted({str(u) for s in steps
-                                            if (u := s.get("StudyInstanceUID"))}))
+            pid, state, accessions, studies = _stored_mpps(store, mpps_uid)
+            pid, state = patient_id or pid, status or state
             return events.procedure_record(
                 local, calling_ae=calling_ae, host=host, create=create, mpps_uid=mpps_uid,
                 status=state, patient_id=pid, accessions=accessions, studies=studies,
                 outcome=SUCCESS if success else MINOR_FAILURE, outcome_text=reason)
+
+        self.record_later(build)
+
+    def forwarded(self, *, calling_ae: str, destination_ae: str, host: str, create: bool,
+                  mpps_uid: str, reason: str = "") -> None:
+        """An MPPS request delivered to a forward destination (``reason`` empty) or given
+        up as a dead letter; the patient, accessions, study and state are read from the
+        stored MPPS on the spool thread."""
+        store = self.store
+
+        def build(local: Local) -> AuditEvent:
+            pid, state, accessions, studies = _stored_mpps(store, mpps_uid)
+            return events.forwarded(
+                local, calling_ae=calling_ae, destination_ae=destination_ae, host=host,
+                create=create, mpps_uid=mpps_uid, status=state, patient_id=pid,
+                accessions=accessions, studies=studies,
+                outcome=MINOR_FAILURE if reason else SUCCESS, outcome_text=reason)
 
         self.record_later(build)
 
@@ -155,6 +161,18 @@ class AuditTrail:
                        ) -> None:
         self.record(events.user_authentication(self.local, user=user, host=host, login=login,
                                                success=success))
+
+
+def _stored_mpps(store: Store | None, mpps_uid: str
+                 ) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
+    """(patient ID, state, accessions, studies) of the stored MPPS; blanks if none."""
+    stored = mpps_tx.get_mpps(store, mpps_uid) if store is not None and mpps_uid else None
+    if stored is None:
+        return "", "", (), ()
+    steps = stored.item.get("ScheduledStepAttributesSequence") or []
+    return (str(stored.item.get("PatientID", "")), stored.status,
+            tuple(sorted({str(a) for s in steps if (a := s.get("AccessionNumber"))})),
+            tuple(sorted({str(u) for s in steps if (u := s.get("StudyInstanceUID"))})))
 
 
 NO_AUDIT = AuditTrail(Local("", "", ""), queue_size=1, enabled=False)

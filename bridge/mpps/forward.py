@@ -60,6 +60,7 @@ from pynetdicom.dsutils import decode, encode
 from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 from pynetdicom.status import GENERAL_STATUS, code_to_category
 
+from bridge.audit import NO_AUDIT, AuditTrail
 from bridge.mpps.settings import ForwardDestination, MppsForwardSettings
 from bridge.store import Submit, mpps_forward_tx, thread_submit
 from bridge.store.base import Store, StoreTx
@@ -194,8 +195,10 @@ class MppsForwarder:
 
     def __init__(self, store: Store, settings: MppsForwardSettings, *, calling_ae: str,
                  submit: Submit | None = None, instance: str = "",
-                 stop_grace_s: float = 5.0, metrics: Metrics | None = None) -> None:
+                 stop_grace_s: float = 5.0, metrics: Metrics | None = None,
+                 audit: AuditTrail = NO_AUDIT) -> None:
         self._store = store
+        self._audit = audit  # a Procedure Record per request delivered or given up
         self._submit = submit or thread_submit(store)
         self._poll = settings.poll_interval_s
         self._grace = stop_grace_s
@@ -356,6 +359,7 @@ class MppsForwarder:
             if await self._record(row, mpps_forward_tx.mark_sent, row.id, status, note):
                 self.stats.delivered += 1
                 self._count(s.name, "delivered")
+                self._audit_row(dest, row, "")
             log.debug("MPPS %s %s forwarded to %s (0x%04X)", row.operation,
                       row.sop_instance_uid, s.name, status)
             return
@@ -367,11 +371,18 @@ class MppsForwarder:
         if await self._record(row, mpps_forward_tx.mark_dead, row.id, reason, status):
             self.stats.dead += 1
             self._count(name, "failed")
+            self._audit_row(dest, row, reason)
         # The status only: a peer's Error Comment may quote a value.
         log.warning("MPPS %s of %s not forwarded to %s (%s); kept as a dead letter "
                     "(mwl-bridge mpps forward list --state dead)", row.operation,
                     row.sop_instance_uid, name,
                     "no status" if status is None else f"status 0x{status:04X}")
+
+    def _audit_row(self, dest: _DestinationState, row: ForwardRow, failure: str) -> None:
+        s = dest.settings
+        self._audit.forwarded(calling_ae=dest.calling_ae, destination_ae=s.ae_title,
+                              host=s.host, create=row.operation == N_CREATE,
+                              mpps_uid=row.sop_instance_uid, reason=failure)
 
     async def _retry(self, dest: _DestinationState, row: ForwardRow, error: str) -> None:
         s = dest.settings

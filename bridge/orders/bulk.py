@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
@@ -44,10 +44,31 @@ from bridge.store import Store, StoreTx
 from bridge.store.bulk_tx import insert_steps, patients, save_patients, steps_touching
 from bridge.store.orders_tx import PatientRecord
 from bridge.store.private import create_private_file
+from bridge.store.sqltx import POSTGRESQL
 
-BATCH = 2000  # items per transaction: ~0.3 s of the writer on SQLite
+BATCH = 2_000  # items per transaction: ~0.2 s of the writer on SQLite, so a daemon
+# running beside the import holds its HL7 ACKs that long at most (10,000 was
+# measured a little faster, at ~1 s per wait: bench/import_wl.py)
 FILES_PER_TASK = 200  # .wl files one worker reads per task
 POOL_FROM = 400  # fewer files than this are read in this process
+AHEAD = 2  # batches read ahead of the writer: reading overlaps writing, memory bounded
+SQLITE_CACHE_KIB = 131_072  # the import's page cache: a dozen indexes stay in memory
+
+
+@dataclass(frozen=True, slots=True)
+class WlTuning:
+    """How a .wl import is cut into transactions (bench/import_wl.py compares these).
+
+    ``sqlite_cache_kib``: the page cache of the importing connection, for its life
+    (0: SQLite's default, 2 MB). With the default the procedure_step indexes no
+    longer fit from about 20,000 items on, and every batch re-reads their pages.
+    Durability is unchanged: each batch's commit is fsynced (synchronous=FULL)."""
+
+    batch: int = BATCH
+    sqlite_cache_kib: int = SQLITE_CACHE_KIB
+
+
+BEFORE = WlTuning(batch=2000, sqlite_cache_kib=0)  # the tuning before issue 16's rework
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,15 +154,20 @@ def _conflict(known: PatientRecord, facts_name: str, facts_birth: str) -> bool:
     """orders.checks.demographics_conflict, on the facts a candidate carries."""
     if not (known.name and facts_name and known.birth_date and facts_birth):
         return False
-    return not same_name(known.name, facts_name) and known.birth_date != facts_birth
+    # The birth dates first: equal ones (most items of a known patient) spare the
+    # two name normalisations, a tenth of the writer's Python per item.
+    return known.birth_date != facts_birth and not same_name(known.name, facts_name)
 
 
-def load_job(batch: Sequence[Candidate], settings: OrdersSettings
-             ) -> Callable[[StoreTx], BatchResult]:
+def load_job(batch: Sequence[Candidate], settings: OrdersSettings, *,
+             sqlite_cache_kib: int = 0) -> Callable[[StoreTx], BatchResult]:
     """The write job of one batch; pure in what it returns, so the store may run it
-    again after a lost race."""
+    again after a lost race. ``sqlite_cache_kib``: see WlTuning."""
 
     def job(tx: StoreTx) -> BatchResult:
+        if sqlite_cache_kib > 0 and tx.dialect != POSTGRESQL:
+            # Per connection, not per transaction: harmless to set again.
+            tx.cur.execute(f"PRAGMA cache_size = -{int(sqlite_cache_kib)}")
         return _load(tx, batch, settings)
 
     return job
@@ -249,10 +275,10 @@ def _remember(pkey: tuple[str, str], record: PatientRecord,
         changed[pkey] = record
 
 
-def load_batch(store: Store, batch: Sequence[Candidate], settings: OrdersSettings
-               ) -> BatchResult:
+def load_batch(store: Store, batch: Sequence[Candidate], settings: OrdersSettings, *,
+               sqlite_cache_kib: int = 0) -> BatchResult:
     """One batch in one transaction (StoreError when the store fails)."""
-    (result,) = store.write([load_job(batch, settings)])
+    (result,) = store.write([load_job(batch, settings, sqlite_cache_kib=sqlite_cache_kib)])
     if isinstance(result, BaseException):
         raise result
     return result
@@ -260,11 +286,12 @@ def load_batch(store: Store, batch: Sequence[Candidate], settings: OrdersSetting
 
 def load_candidates(store: Store, batches: Iterable[Sequence[Candidate]],
                     settings: OrdersSettings, report: ImportReport,
-                    advance: Callable[[int], None] = lambda n: None) -> None:
+                    advance: Callable[[int], None] = lambda n: None, *,
+                    sqlite_cache_kib: int = 0) -> None:
     """Every batch, each in its transaction; ``advance(n)`` after each."""
     for batch in batches:
         if batch:
-            report.add(load_batch(store, batch, settings))
+            report.add(load_batch(store, batch, settings, sqlite_cache_kib=sqlite_cache_kib))
             advance(len(batch))
 
 
@@ -281,15 +308,29 @@ def read_wl_files(paths: Sequence[Path], rules: ItemRules) -> list[Candidate]:
     return [c for path in paths for c in read_wl(path, rules)]
 
 
-def _wl_tasks(paths: Sequence[Path], rules: ItemRules, pool: Executor | None
-              ) -> Iterator[list[Candidate]]:
+def _wl_tasks(paths: Sequence[Path], rules: ItemRules, pool: Executor | None,
+              batch: int = BATCH) -> Iterator[list[Candidate]]:
     tasks = [paths[lo:lo + FILES_PER_TASK] for lo in range(0, len(paths), FILES_PER_TASK)]
     if pool is None:
         for task in tasks:
             yield read_wl_files(task, rules)
         return
-    # In file order, a few tasks ahead of the writer.
-    yield from pool.map(read_wl_files, tasks, [rules] * len(tasks))
+    # In file order (the first of two files with one step is the one loaded), at most
+    # AHEAD batches ahead of the writer, so the workers read the next batch while it
+    # writes one: Executor.map would submit every task at once and hold all the
+    # candidates of a slow store in memory (~2.5 kB each).
+    ahead = max(2, AHEAD * -(-batch // FILES_PER_TASK))
+    pending: deque[Future[list[Candidate]]] = deque()
+    try:
+        for task in tasks:
+            pending.append(pool.submit(read_wl_files, task, rules))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:  # the writer failed: read no further
+            future.cancel()
 
 
 def rebatch(parts: Iterable[Sequence[Candidate]], size: int = BATCH
@@ -306,12 +347,15 @@ def rebatch(parts: Iterable[Sequence[Candidate]], size: int = BATCH
 
 def import_wl(store: Store, paths: Sequence[Path], settings: OrdersSettings,
               report: ImportReport, *, pool: Executor | None = None,
-              advance: Callable[[int], None] = lambda n: None) -> None:
-    """Load worklist files: read and checked (in ``pool`` when given), then in batches."""
-    parts = _wl_tasks(paths, rules_of(settings), pool)
+              advance: Callable[[int], None] = lambda n: None,
+              tuning: WlTuning = WlTuning()) -> None:
+    """Load worklist files: read and checked (in ``pool`` when given, while the
+    writer writes the batch before), then in batches of ``tuning.batch``."""
+    parts = _wl_tasks(paths, rules_of(settings), pool, tuning.batch)
     # Progress counts files; a file may hold several steps (SPS items).
     counted = _counting(parts, advance)
-    load_candidates(store, rebatch(counted), settings, report)
+    load_candidates(store, rebatch(counted, tuning.batch), settings, report,
+                    sqlite_cache_kib=tuning.sqlite_cache_kib)
 
 
 def _counting(parts: Iterable[list[Candidate]], advance: Callable[[int], None]

@@ -123,8 +123,7 @@ class ValueRule:
                 return value
         return None
 
-    def evaluate(self, data: BuildInput) -> str | list[str]:
-        """The value: text, or parts (components) for XPN, XCN and CE."""
+    def _mapped(self, data: BuildInput) -> Any:
         if self.when and not has_value(self.when, data):
             return ""
         if self.unless and has_value(self.unless, data):
@@ -136,6 +135,20 @@ class ValueRule:
                 value = self.map[key]
             elif "*" in self.map:
                 value = self.map["*"]
+        return value
+
+    def repetitions(self, data: BuildInput) -> list[str | list[str]]:
+        """The value as repetitions: a PN with several component groups is several
+        XPN/XCN repetitions (``name_repetitions``); anything else is one."""
+        if self.conversion in ("XPN", "XCN"):
+            reps = name_repetitions(self.conversion, self._mapped(data))
+            if len(reps) > 1:
+                return list(reps)
+        return [self.evaluate(data)]
+
+    def evaluate(self, data: BuildInput) -> str | list[str]:
+        """The value: text, or parts (components) for XPN, XCN and CE."""
+        value = self._mapped(data)
         result: str | list[str] = convert(self.conversion, value) if self.conversion \
             else _text(value)
         if not _filled(result) and self.default is not None:
@@ -151,16 +164,55 @@ def _filled(value: str | list[str]) -> bool:
 _DIGITS = re.compile(r"[^0-9.+\-]")
 
 
+def _name_parts(kind: str, group: str) -> list[str]:
+    # DICOM PN family^given^middle^prefix^suffix -> XPN family^given^middle^suffix^prefix
+    family, given, middle, prefix, suffix = ([*group.split("^"), "", "", "", ""])[:5]
+    parts = [family, given, middle, suffix, prefix]
+    return ["", *parts] if kind == "XCN" else parts
+
+
+# PN component group -> HL7 table 4000 name representation code.
+_REPRESENTATION = ("A", "I", "P")
+# Where XPN and XCN keep the name type code and the name representation code
+# (XPN-7/8, XCN-10/15), as 0-based indexes into the component list.
+_NAME_CODES = {"XPN": (6, 7), "XCN": (9, 14)}
+# The PN keeps no name type code (the inbound mapping drops XPN-7), so the
+# repetitions of one name say L (legal name, HL7 table 0200).
+NAME_TYPE = "L"
+
+
+def name_repetitions(kind: str, value: Any) -> list[list[str]]:
+    """A PN as XPN or XCN repetitions: one per non-empty component group.
+
+    A name with only its alphabetic group is one repetition without codes,
+    exactly as before component groups were written. A name with ideographic
+    or phonetic groups gets one repetition per group, each with the name type
+    code and its name representation code (A, I, P), the way the inbound
+    mapping reads them (bridge.mapping.conversions.name_run).
+    """
+    text = _text(value)
+    if not text:
+        return []
+    groups = text.split("=")[:3]
+    if not any(g.strip("^ ") for g in groups[1:]):
+        return [_name_parts(kind, groups[0])]
+    type_at, code_at = _NAME_CODES[kind]
+    reps = []
+    for group, code in zip(groups, _REPRESENTATION, strict=False):
+        if not group.strip("^ "):
+            continue
+        parts = _name_parts(kind, group)
+        parts += [""] * (code_at + 1 - len(parts))
+        parts[type_at], parts[code_at] = NAME_TYPE, code
+        reps.append(parts)
+    return reps
+
+
 def convert(kind: str | None, value: Any) -> str | list[str]:
     if kind in ("XPN", "XCN"):
-        text = _text(value)
-        if not text:
-            return []
-        # DICOM PN family^given^middle^prefix^suffix; only the first (alphabetic) group.
-        family, given, middle, prefix, suffix = ([*text.split("=")[0].split("^"), "", "", "",
-                                                  ""])[:5]
-        parts = [family, given, middle, suffix, prefix]
-        return ["", *parts] if kind == "XCN" else parts
+        reps = name_repetitions(kind, value)
+        # Where only one repetition fits (a component, a concat), the first group.
+        return reps[0][:6 if kind == "XCN" else 5] if reps else []
     if kind == "CE":
         if not isinstance(value, Dataset):
             return []
@@ -257,14 +309,18 @@ class OutboundProfile:
                 seg.set(12, self.version)
                 seg.set(18, msh18)
             for f in rule.fields:
-                value = f.value.evaluate(data)
-                if f.value.required and not _filled(value):
+                # A whole name field takes one repetition per PN component group.
+                values = f.value.repetitions(data) if not f.comp else [f.value.evaluate(data)]
+                if f.value.required and not any(_filled(v) for v in values):
                     raise BuildError(f"{f.path} is required but has no value")
-                value = _encodable(value, codec, f.path, warnings)
-                if isinstance(value, list):
-                    seg.set_parts(f.field, value, rep=f.rep, comp=f.comp)
-                else:
-                    seg.set(f.field, value, rep=f.rep, comp=f.comp or 1, sub=f.sub or 1)
+                for i, value in enumerate(values):
+                    where = f.path if len(values) == 1 else f"{f.path} repetition {f.rep + i}"
+                    value = _encodable(value, codec, where, warnings)
+                    if isinstance(value, list):
+                        seg.set_parts(f.field, value, rep=f.rep + i, comp=f.comp)
+                    else:
+                        seg.set(f.field, value, rep=f.rep + i, comp=f.comp or 1,
+                                sub=f.sub or 1)
             out.append(seg)
         return BuiltMessage(render_message(out), tuple(warnings))
 
@@ -281,6 +337,8 @@ def _encodable_text(value: str, codec: str, where: str, warnings: list[str]) -> 
         value.encode(codec)
         return value
     except UnicodeEncodeError:
-        warnings.append(f"{where}: characters the destination's character set ({codec}) "
-                        "cannot hold were replaced by '?'")
+        warning = (f"{where}: characters the destination's character set ({codec}) "
+                   "cannot hold were replaced by '?'")
+        if warning not in warnings:  # once per position, not once per component
+            warnings.append(warning)
         return value.encode(codec, errors="replace").decode(codec)

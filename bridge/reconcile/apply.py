@@ -42,9 +42,12 @@ class Applied:
     queued: int = 0  # status messages
     # Who and what each completed item is about: for the audit trail (never logged).
     subjects: list[Subject] = field(default_factory=list)
+    # Each conflict flagged: the item, and the Study Instance UID the PACS holds.
+    flagged: list[tuple[Subject, str]] = field(default_factory=list)
 
     def add(self, other: Applied) -> None:
-        for name in ("completed", "kept", "conflicts", "waiting", "not_found", "subjects"):
+        for name in ("completed", "kept", "conflicts", "waiting", "not_found", "subjects",
+                     "flagged"):
             getattr(self, name).extend(getattr(other, name))
         self.queued += other.queued
 
@@ -105,14 +108,17 @@ def complete(tx: StoreTx, step: StepRecord, study: StudyAnswer, *, source: Sourc
     return done
 
 
-def flag(tx: StoreTx, step_id: int, verdict: Verdict, *, pacs: str) -> Applied:
+def flag(tx: StoreTx, step_id: int, verdict: Verdict, *, pacs: str,
+         subject: Subject | None = None) -> Applied:
+    """``subject``: the item's patient, accession and study, for the audit trail."""
     assert verdict.conflict is not None and verdict.study is not None
     reconcile_tx.flag_conflict(tx, step_id, kind=str(verdict.conflict), detail=verdict.detail,
                                pacs=pacs, found_uid=verdict.study.study_uid)
     log.warning("worklist item %d not completed: conflict %s at %s (%s); see "
                 "`mwl-bridge reconcile conflicts`", step_id, verdict.conflict, pacs,
                 verdict.detail)
-    return Applied(conflicts=[step_id])
+    return Applied(conflicts=[step_id],
+                   flagged=[(subject or Subject(), verdict.study.study_uid)])
 
 
 def pushed(tx: StoreTx, study: StudyAnswer, *, source: Source, pacs: str,
@@ -130,9 +136,11 @@ def pushed(tx: StoreTx, study: StudyAnswer, *, source: Source, pacs: str,
             done.kept.append(step.id)
             continue
         # As the accession's answer: its own UID is found, another one a conflict.
-        verdict = judge(expected(step), (), [study])
+        exp = expected(step)
+        verdict = judge(exp, (), [study])
         if verdict.kind is Kind.CONFLICT:
-            done.add(flag(tx, step.id, verdict, pacs=pacs))
+            done.add(flag(tx, step.id, verdict, pacs=pacs,
+                          subject=Subject(exp.patient_id, exp.accession, exp.study_uid)))
         elif verdict.kind is Kind.FOUND:
             done.add(complete(tx, step, study, source=source, pacs=pacs, reporter=reporter,
                               now=now))

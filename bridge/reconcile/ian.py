@@ -47,7 +47,7 @@ from bridge.dicomwire import MalformedDataSet, check_data_set
 from bridge.logsafe import shown
 from bridge.reconcile.apply import Applied, pushed
 from bridge.reconcile.rules import StudyAnswer
-from bridge.reconcile.trail import IAN, record_study
+from bridge.reconcile.trail import IAN, record_conflict, record_study
 from bridge.steps import Reporter, Source
 from bridge.store.base import Store, StoreError, StoreTx
 from bridge.telemetry.metrics import Metrics
@@ -170,6 +170,9 @@ class IanService:
                                        "internal error; nothing was applied")), None
         record_study(self._audit, informant=calling, host=host, requested=True,
                      study_uid=study_uid, completed=applied.subjects, type_codes=IAN)
+        for subject, found in applied.flagged:
+            record_conflict(self._audit, informant=calling, host=host, subject=subject,
+                            found_study=found)
         if self._metrics is not None:
             self._metrics.reconcile_outcomes("ian", applied.counts())
         log.info("IAN from %s: %d item(s) completed, %d kept, %d conflict(s)", calling,

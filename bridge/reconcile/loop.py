@@ -33,7 +33,7 @@ from bridge.reconcile.apply import Applied, complete, flag
 from bridge.reconcile.query import PacsClient, PacsError, RateLimit
 from bridge.reconcile.rules import Expected, Kind, Settle, Verdict, judge, settled
 from bridge.reconcile.settings import ReconcileSettings
-from bridge.reconcile.trail import Subject, record_study
+from bridge.reconcile.trail import Subject, record_conflict, record_study
 from bridge.steps import Reporter, Source
 from bridge.store import Store, Submit, mpps_tx, reconcile_tx
 from bridge.store.base import StoreTx
@@ -167,6 +167,11 @@ class Reconciler:
             record_study(self._audit, informant=peer.ae_title if peer else label,
                          host=peer.host if peer else "", requested=False,
                          study_uid=subject.study_uid, completed=[subject])
+        for step_id, (subject, found) in zip(done.conflicts, done.flagged, strict=True):
+            peer = peers.get(by_step.get(step_id, ""))
+            record_conflict(self._audit, informant=peer.ae_title if peer else
+                            by_step.get(step_id, ""), host=peer.host if peer else "",
+                            subject=subject, found_study=found)
 
     def _guarded(self, job: Callable[[StoreTx], T], idle: T) -> Callable[[StoreTx], T]:
         leader = self._leader
@@ -237,7 +242,8 @@ class Reconciler:
                     done.not_found.append(step.id)
                     continue
                 if verdict.kind is Kind.CONFLICT:
-                    done.add(flag(tx, step.id, verdict, pacs=one.pacs))
+                    done.add(flag(tx, step.id, verdict, pacs=one.pacs, subject=Subject(
+                        step.patient_id, step.accession, step.study_uid)))
                     continue
                 study = verdict.study
                 assert study is not None

@@ -19,7 +19,7 @@ from typing import Any
 from bridge.audit import NO_AUDIT, AuditTrail
 from bridge.reconcile.apply import Applied, pushed
 from bridge.reconcile.rules import StudyAnswer
-from bridge.reconcile.trail import record_study
+from bridge.reconcile.trail import record_conflict, record_study
 from bridge.steps import Reporter, Source
 from bridge.store import Submit
 from bridge.store.base import StoreTx
@@ -55,6 +55,9 @@ class StudyPush:
         record_study(self._audit, informant=user or pacs, host=host, requested=True,
                      kind="user" if user else "app", study_uid=study_uid,
                      completed=done.subjects)
+        for subject, found in done.flagged:
+            record_conflict(self._audit, informant=user or pacs, host=host,
+                            subject=subject, found_study=found)
         if self._metrics is not None:
             self._metrics.reconcile_outcomes("push", done.counts())
         if done.queued:

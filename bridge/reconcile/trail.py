@@ -56,3 +56,14 @@ def record_study(trail: AuditTrail, *, informant: str, requested: bool, study_ui
         trail.local, informant=informant, informant_requested=requested, host=host,
         kind=kind, study_uid=study_uid, patients=patients, type_codes=type_codes,
         outcome=MINOR_FAILURE if failure else SUCCESS, outcome_text=failure))
+
+
+def record_conflict(trail: AuditTrail, *, informant: str, subject: Subject,
+                    found_study: str, host: str = "") -> None:
+    """A conflict flagged (events.conflict): an Order Record update, outcome 4."""
+    trail.record(events.conflict(
+        trail.local, informant=informant, host=host, patient_id=subject.patient_id,
+        accession=subject.accession, expected_study=subject.study_uid,
+        found_study=found_study,
+        reason="the PACS holds a study under this accession with another Study Instance "
+               "UID or patient; the item waits (mwl-bridge reconcile conflicts)"))

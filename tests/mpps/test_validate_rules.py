@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from pydicom import Dataset
+from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
 from bridge.mpps import validate
@@ -183,3 +184,62 @@ def test_a_data_set_that_cannot_be_stored_names_the_attribute(
     failure = _failure(validate._check_storable, ds)
     assert (failure.status, failure.comment, failure.tags) == (
         INVALID_ATTRIBUTE_VALUE, "the data set cannot be stored", ())
+
+
+def test_a_private_number_that_is_no_number_is_refused_with_its_own_tag() -> None:
+    # A private tag has no keyword: the failure names it by number and must carry the
+    # tag itself (it cannot be found again from the name).
+    ds = Dataset()
+    # As read off the wire: pydicom keeps a DS it cannot convert as the raw string.
+    ds[0x00091010] = RawDataElement(Tag(0x00091010), "DS", 4, b"abc ", 0, True, True)
+    failure = _failure(validate._check_elements, ds)
+    assert (failure.comment, failure.tags) == ("invalid (0009,1010): not a DS number",
+                                               (Tag(0x00091010),))
+
+
+@pytest.mark.parametrize(("vr", "value"), [("FL", float("inf")), ("FD", [1.0, float("nan")]),
+                                           ("FD", float("-inf"))])
+def test_floats_must_be_finite(vr: str, value: Any) -> None:
+    ds = Dataset()
+    ds.add_new(0x00091011, vr, value)
+    failure = _failure(validate._check_elements, ds)
+    assert (failure.comment, failure.tags) == ("invalid (0009,1011): not a finite number",
+                                               (Tag(0x00091011),))
+    fine = Dataset()
+    fine.add_new(0x00091011, vr, [1.5, 2.5] if isinstance(value, list) else 1.5)
+    validate._check_elements(fine)
+
+
+def _create_with_study_uid(uid: str) -> Dataset:
+    item = Dataset()
+    item.StudyInstanceUID = uid
+    ds = Dataset()
+    ds.ScheduledStepAttributesSequence = [item]
+    return ds
+
+
+def test_the_scheduled_study_uid_must_be_there_and_a_uid() -> None:
+    empty = _failure(validate.check_create, _create_with_study_uid(""))
+    assert (empty.status, empty.comment, empty.tags) == (
+        MISSING_ATTRIBUTE_VALUE, "no value in ScheduledStepAttributesSequence>StudyInstanceUID",
+        (Tag(0x0020000D),))
+    bad = _failure(validate.check_create, _create_with_study_uid("1.2.abc"))
+    assert (bad.status, bad.comment, bad.tags) == (
+        INVALID_ATTRIBUTE_VALUE,
+        # Error Comment is at most 64 characters (PS3.7 C.4)
+        "invalid ScheduledStepAttributesSequence>StudyInstanceUID: not a ",
+        (Tag(0x0020000D),))
+
+
+def test_n_set_may_repeat_a_value_with_other_padding() -> None:
+    padded = Dataset()
+    padded.Modality = "CT "  # the same value as the stored "CT", as sent with its padding
+    check_set(_stored(), padded)
+
+
+@pytest.mark.parametrize(("uid", "ok"), [
+    ("", False), ("1", True), ("1." + "2" * 62, True),  # 64 characters, the most a UI holds
+    ("1." + "2" * 63, False), ("1.2.abc", False), ("1..2", False),
+])
+def test_uids_at_their_limits(uid: str, ok: bool) -> None:
+    assert validate.valid_uid(uid) is ok

@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import json
 import stat
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from pydicom.sequence import Sequence
 from bridge.orders import bulk, wlfile
 from bridge.orders.bulk import DeadLetters, ImportReport
 from bridge.orders.settings import OrdersSettings
-from bridge.store import StepFilter, Store
+from bridge.store import StepFilter, Store, StoreTx
 from bridge.store.orders_tx import OrdersTx, PatientRecord
 from tests.e2e.wldump import DUMP2DCM, dump2dcm, wl_dump
 from tests.orders.wlfiles import wl_item, write_wl
@@ -310,3 +312,72 @@ def test_two_instances_importing_the_same_files_at_once(
         t.join()
     assert sorted((r.loaded, r.unchanged) for r in results) == [(0, 40), (40, 0)]
     assert pg_pair[0].count_steps() == 40
+
+
+class _CountingPool(ThreadPoolExecutor):
+    """A real thread pool that records how many read tasks were submitted and not yet
+    taken by the writer (the import's read-ahead)."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+        self.submitted = 0
+        self.most_ahead = 0
+        self.taken = 0
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.submitted += 1
+        self.most_ahead = max(self.most_ahead, self.submitted - self.taken)
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_pool_reads_a_bounded_window_ahead_and_keeps_file_order_across_batches(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = [write_wl(tmp_path / f"wl_{n:03d}.wl", wl_item(n)) for n in range(1, 21)]
+    # The step of file 3 again, other content, in a later batch: the earlier file wins.
+    paths.append(write_wl(tmp_path / "wl_999.wl", wl_item(3, PatientWeight="80")))
+    monkeypatch.setattr(bulk, "FILES_PER_TASK", 1)
+    pool = _CountingPool()
+    parts = bulk._wl_tasks(paths, RULES, pool, batch=3)
+    report = ImportReport(DeadLetters(tmp_path / "rejects.jsonl"))
+
+    def taken(parts: Iterator[list[wlfile.Candidate]]) -> Iterator[list[wlfile.Candidate]]:
+        for part in parts:
+            pool.taken += 1
+            yield part
+
+    with pool:
+        bulk.load_candidates(store, bulk.rebatch(taken(parts), 3), OrdersSettings(), report)
+    report.dead_letters.close()
+    assert pool.submitted == 21
+    assert pool.most_ahead == bulk.AHEAD * 3  # two batches of tasks, never all 21
+    assert report.loaded == 20
+    assert report.rejected == {"duplicate order": 1}
+    assert [d["source"] for d in _dead(tmp_path)] == [str(paths[-1])]
+
+
+def test_import_cache_is_the_connections_and_commits_stay_fsynced(tmp_path: Path) -> None:
+    from bridge.store import SqliteStore
+
+    def pragmas(store: Store) -> tuple[int, int]:
+        def job(tx: StoreTx) -> tuple[int, int]:
+            tx.cur.execute("PRAGMA cache_size")
+            cache = int(tx.cur.fetchone()[0])
+            tx.cur.execute("PRAGMA synchronous")
+            return cache, int(tx.cur.fetchone()[0])
+
+        (got,) = store.write([job])
+        assert not isinstance(got, BaseException)
+        return got
+
+    paths = [write_wl(tmp_path / f"wl_{n}.wl", wl_item(n)) for n in range(1, 4)]
+    for tuning, cache in ((bulk.WlTuning(batch=2, sqlite_cache_kib=4096), -4096),
+                          (bulk.BEFORE, -2000)):
+        store = SqliteStore(tmp_path / f"{cache}.db")
+        store.migrate()
+        try:
+            report = ImportReport(DeadLetters(tmp_path / f"{cache}.jsonl"))
+            bulk.import_wl(store, paths, OrdersSettings(), report, tuning=tuning)
+            assert report.loaded == 3 and store.count_steps() == 3
+            assert pragmas(store) == (cache, 2)  # 2: FULL, the WAL fsynced at each commit
+        finally:
+            store.close()

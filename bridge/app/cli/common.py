@@ -131,3 +131,17 @@ def load_one(args: argparse.Namespace, get: Callable[[Store, int], R | None], mi
         print(f"{missing} {args.id}", file=sys.stderr)
         return None, EXIT_NOT_FOUND
     return row, EXIT_OK
+
+
+def audited_requeue(args: argparse.Namespace, action: str, kind: str,
+             requeue: Callable[[StoreTx, list[int]], list[int]]
+             ) -> Callable[[StoreTx, list[int]], list[int]]:
+    """``requeue``, recording the re-queue as an operator action (the OS user) when
+    audit is enabled (bridge/audit/offline.py)."""
+    settings = settings_from(args)
+    if settings is None:
+        return requeue  # requeue_command reports the configuration error
+    from bridge.audit.offline import OfflineAudit
+
+    return OfflineAudit(settings.audit, settings.dicom.ae_title).audited_requeue(
+        action, kind, requeue)

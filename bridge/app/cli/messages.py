@@ -203,6 +203,7 @@ def _replay(args: argparse.Namespace) -> int:
                 print(f"  {err}", file=sys.stderr)
             return EXIT_CONFIG
         outcome = asyncio.run(_run_replay(settings, store, mappings, original))
+        _audit_replay(settings, store, original.id, outcome.message_id)
     finally:
         store.close()
     if outcome.message_id is None and not outcome.ack:
@@ -215,6 +216,15 @@ def _replay(args: argparse.Namespace) -> int:
         if line:
             print(f"  {line}")
     return EXIT_OK if outcome.ack_code == "AA" else EXIT_FAILED
+
+
+def _audit_replay(settings: Settings, store: Store, replayed: int, as_id: int | None) -> None:
+    """The replay as an operator action of the OS user (bridge/audit/offline.py)."""
+    from bridge.audit.offline import OfflineAudit
+
+    audit = OfflineAudit(settings.audit, settings.dicom.ae_title)
+    audit.record(store, [audit.action("message.replay", "message",
+                                      [replayed] if as_id is None else [replayed, as_id])])
 
 
 async def _run_replay(settings: Settings, store: Store, mappings: MappingSet,

@@ -24,6 +24,7 @@ import sys
 from typing import Any
 
 from bridge.app.cli.common import (
+    audited_requeue,
     clipped,
     load_one,
     open_store_from,
@@ -198,8 +199,10 @@ def _forward_retry(args: argparse.Namespace) -> int:
         return [r.id for r in mpps_forward_tx.list_rows(
             store, states=["dead"], destination=destination, limit=1_000_000)]
 
-    code, skipped = requeue_command(args, "request", dead, mpps_forward_tx.requeue,
-                                    mpps_forward_tx.get_row)
+    code, skipped = requeue_command(
+        args, "request", dead,
+        audited_requeue(args, "mpps.forward.retry", "mpps-forward", mpps_forward_tx.requeue),
+        mpps_forward_tx.get_row)
     for row_id, row in skipped:
         print(f"  {row_id}: " + ("no such request" if row is None else "already sent"),
               file=sys.stderr)

@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from bridge.app.cli.common import (
+    audited_requeue,
     clipped,
     load_one,
     open_store_from,
@@ -114,8 +115,10 @@ def _retry(args: argparse.Namespace) -> int:
         return [m.id for m in outbox_tx.list_messages(
             store, states=[OutboxState.DEAD.value], destination=destination, limit=1_000_000)]
 
-    code, skipped = requeue_command(args, "message", dead, outbox_tx.requeue,
-                                    outbox_tx.get_message)
+    code, skipped = requeue_command(
+        args, "message", dead,
+        audited_requeue(args, "outbox.retry", "outbox", outbox_tx.requeue),
+        outbox_tx.get_message)
     for message_id, row in skipped:
         if row is None:
             print(f"  {message_id}: no such message", file=sys.stderr)
@@ -125,3 +128,4 @@ def _retry(args: argparse.Namespace) -> int:
             print(f"  {message_id}: has no message text ({row.last_error}); fix the profile "
                   "and let the next status change produce a new one", file=sys.stderr)
     return code
+
