@@ -224,9 +224,7 @@ def bulk_load(db: Path, n: int, per_station_day: int, seed: int, dsn: str | None
                 for ds in chunk:
                     tx.upsert_step(ds)
 
-            (result,) = store.write([job])
-            if isinstance(result, BaseException):
-                raise result
+            store.write_one(job)
             done = lo + len(chunk)
             if done % 100_000 == 0 and done < n:
                 elapsed = time.perf_counter() - t0
@@ -610,12 +608,25 @@ def _run_size(root: Path, n: int, samples: int, per_station_day: int, seed: int,
         peers=peer_results, echo_side=echo_side)
 
 
+def station_queries(folder: Path) -> list[Path]:
+    """One query file per station: that station, its modality, the benchmark day."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for station, modality, *_ in STATIONS:
+        dump = folder / f"q-{station}.dump"
+        dump.write_text(QUERY_DUMP.format(modality=modality, station=station, date=QUERY_DATE),
+                        encoding="ascii")
+        out = folder / f"q-{station}.dcm"
+        subprocess.run([str(DCMTK / "dump2dcm"), "--write-xfer-little", str(dump), str(out)],
+                       check=True, capture_output=True)
+        paths.append(out)
+    return paths
+
+
 def rss_series(port: int, aec: str, folder: Path, count: int) -> None:
     """``count`` station-day queries, each station in turn (~17 answers each), two
     consoles at a time: the daemon's memory after a working day's polls."""
     import threading
-
-    from bench.cfind_concurrent import station_queries  # here: it imports this module
 
     paths = station_queries(folder / "rss-queries")
     failures: list[str] = []

@@ -48,11 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pydicom import dcmread
 
-from bench.cfind import QUERY_DATE, QUERY_DUMP, bulk_load
+from bench.cfind import bulk_load, station_queries
 from bench.common import (
     DCMTK,
     REPO,
-    STATIONS,
     dcmtk_env,
     free_port,
     median,
@@ -90,21 +89,6 @@ class Load:
                 f"{pct(self.latencies_ms, 99):>8.0f} {max(self.latencies_ms):>8.0f} "
                 f"{self.polls_per_s:>9.1f} {self.rejected:>5} {self.failures:>5} "
                 f"{self.answers_ct01:>4}/{self.expected_ct01:<4}")
-
-
-def station_queries(folder: Path) -> list[Path]:
-    """One query file per station: that station, its modality, the benchmark day."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for station, modality, *_ in STATIONS:
-        dump = folder / f"q-{station}.dump"
-        dump.write_text(QUERY_DUMP.format(modality=modality, station=station, date=QUERY_DATE),
-                        encoding="ascii")
-        out = folder / f"q-{station}.dcm"
-        subprocess.run([str(DCMTK / "dump2dcm"), "--write-xfer-little", str(dump), str(out)],
-                       check=True, capture_output=True)
-        paths.append(out)
-    return paths
 
 
 def findscu(port: int, aec: str, query: Path, extra: tuple[str, ...] = ()) -> list[str]:

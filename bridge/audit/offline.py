@@ -59,9 +59,7 @@ class OfflineAudit:
         """In a transaction of its own (after the command's work committed)."""
         if not self.enabled or not built:
             return
-        (result,) = store.write([lambda tx: self.spool(tx, built)])
-        if isinstance(result, BaseException):
-            raise result
+        store.write_one(lambda tx: self.spool(tx, built))
 
     def action(self, action: str, target_kind: str, ids: Sequence[object]) -> AuditEvent:
         """An operator action on rows of no one patient (a re-queue, a replay): the

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from bridge.audit import codes, events
 from bridge.audit.events import AuditEvent, Local
@@ -45,8 +45,6 @@ if TYPE_CHECKING:
     from bridge.telemetry import Metrics
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 PURGE_EVERY_S = 3600.0
 CONSOLE_LOOK_S = 1.0  # how often the console's action log is read for new rows
@@ -218,9 +216,7 @@ class AuditService:
                     given_up += atna_tx.give_up_beyond(tx, name, self._settings.max_pending)
             return removed, undelivered, given_up
 
-        (result,) = self._store.write([job])
-        if isinstance(result, BaseException):
-            raise result
+        result = self._store.write_one(job)
         if purge:
             self._next_purge = now + PURGE_EVERY_S
             removed, undelivered, given_up = result
@@ -318,7 +314,7 @@ class AuditService:
     def _deliver(self, name: str) -> int:
         """One batch to ``name``: claimed, sent, deleted (or given back on a failure).
         Raises OSError when it could not be sent."""
-        batch = self._write(lambda tx: atna_tx.claim(
+        batch = self._store.write_one(lambda tx: atna_tx.claim(
             tx, name, instance=self._instance, limit=self._settings.batch,
             lease_s=self._lease_s[name]))
         if not batch:
@@ -333,17 +329,12 @@ class AuditService:
             # The claims go back at once and the rows stay due, so the events keep their
             # order; this instance holds the repository back (the caller's back-off).
             error = _reason(exc)
-            self._write(lambda tx: atna_tx.failed(tx, name, ids, error=error))
+            self._store.write_one(lambda tx: atna_tx.failed(tx, name, ids, error=error))
             raise
-        self._write(lambda tx: atna_tx.delivered(tx, name, ids, claimed_by=self._instance))
+        self._store.write_one(
+            lambda tx: atna_tx.delivered(tx, name, ids, claimed_by=self._instance))
         self._metrics.delivered(name, len(ids))
         return len(ids)
-
-    def _write(self, job: Callable[[StoreTx], T]) -> T:
-        (result,) = self._store.write([job])
-        if isinstance(result, BaseException):
-            raise result
-        return result
 
 
 def _reason(exc: OSError) -> str:

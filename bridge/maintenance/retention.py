@@ -61,9 +61,7 @@ def purge_now(store: Store, settings: MessageLogSettings, now: datetime | None =
     for codes, before, what in _cutoffs(settings, now or datetime.now(UTC)):
         total = 0
         while True:
-            (n,) = store.write([_purge_job(codes, before)])
-            if isinstance(n, BaseException):
-                raise n
+            n = store.write_one(_purge_job(codes, before))
             total += n
             if n < BATCH:
                 break

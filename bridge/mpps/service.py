@@ -270,13 +270,11 @@ class MppsService:
 
     def _write(self, job: Callable[[StoreTx], MppsOutcome]) -> MppsOutcome:
         try:
-            (result,) = self._store.write([job])
+            result = self._store.write_one(job)
         except StoreError as exc:
             LOGGER.error("MPPS not stored: %s", exc)
             raise MppsFailure(PROCESSING_FAILURE,
                               "the store failed; nothing was applied, please retry") from None
-        if isinstance(result, BaseException):
-            raise result
         if result.messages:
             self._notify()
         if result.forwarded:

@@ -278,10 +278,7 @@ def _remember(pkey: tuple[str, str], record: PatientRecord,
 def load_batch(store: Store, batch: Sequence[Candidate], settings: OrdersSettings, *,
                sqlite_cache_kib: int = 0) -> BatchResult:
     """One batch in one transaction (StoreError when the store fails)."""
-    (result,) = store.write([load_job(batch, settings, sqlite_cache_kib=sqlite_cache_kib)])
-    if isinstance(result, BaseException):
-        raise result
-    return result
+    return store.write_one(load_job(batch, settings, sqlite_cache_kib=sqlite_cache_kib))
 
 
 def load_candidates(store: Store, batches: Iterable[Sequence[Candidate]],

@@ -204,13 +204,11 @@ class IanService:
                           reporter=self._messages, now=now)
 
         try:
-            (result,) = self._store.write([job])
+            result = self._store.write_one(job)
         except StoreError as exc:
             log.error("IAN not applied: %s", exc)
             raise IanFailure(PROCESSING_FAILURE,
                              "the store failed; nothing was applied, please retry") from None
-        if isinstance(result, BaseException):
-            raise result
         if result.queued:
             self._notify()
         return result

@@ -189,11 +189,16 @@ class Store(ABC):
 
     # Conveniences built on write(); backends need not override them.
 
-    def upsert_steps(self, items: Sequence[Dataset]) -> list[UpsertOutcome]:
-        def job(tx: StoreTx) -> list[UpsertOutcome]:
-            return [tx.upsert_step(item) for item in items]
-
+    def write_one(self, job: Callable[[StoreTx], T]) -> T:
+        """Run one job in a transaction of its own and return its result; raise what
+        the job raised (its changes rolled back), or StoreError as ``write`` does."""
         (result,) = self.write([job])
         if isinstance(result, BaseException):
             raise result
         return result
+
+    def upsert_steps(self, items: Sequence[Dataset]) -> list[UpsertOutcome]:
+        def job(tx: StoreTx) -> list[UpsertOutcome]:
+            return [tx.upsert_step(item) for item in items]
+
+        return self.write_one(job)

@@ -393,11 +393,16 @@ class _Planner:
             return None
         if vr == "DA":
             low, high = _date_range(text, elem.tag)
-            if target is not None and (low or high):
+            if low is None and high is None:
+                return None  # a lone "-": universal, as on the SPS start date
+            if target is not None:
                 self._matches.append(Range(target, low, high))
             return RangeCondition(elem.tag, low, high, _Kind.DATE)
         if vr == "TM":
-            return RangeCondition(elem.tag, *_time_range(text, elem.tag), _Kind.TIME)
+            low, high = _time_range(text, elem.tag)
+            if low is None and high is None:
+                return None
+            return RangeCondition(elem.tag, low, high, _Kind.TIME)
         if vr in ("DS", "IS"):
             return EqualCondition(elem.tag, _number_key(text, vr, elem.tag))
         if vr == "PN":

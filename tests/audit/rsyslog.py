@@ -14,6 +14,8 @@ from pathlib import Path
 
 from lxml import etree
 
+from bridge.audit import AuditTrail
+from bridge.audit.message import AuditSource, render
 from tests.tlscerts import Pki
 
 RSYSLOGD = Path("/usr/sbin/rsyslogd")
@@ -138,3 +140,16 @@ def summary(m: etree._Element) -> str:
     types = [t.get("csd-code") for t in ident.findall("EventTypeCode")]
     return (f"{event.get('csd-code') if event is not None else '?'}"
             f"/{','.join(str(t) for t in types)}/{ident.get('EventOutcomeIndicator')}")
+
+
+def built_events(trail: AuditTrail, source: AuditSource) -> list[etree._Element]:
+    """The events ``trail`` holds, built (a builder runs as the spool thread would run
+    it), rendered as ``source`` and each checked against the schema."""
+    out = []
+    for entry in trail.take(1000, 0.01):
+        event = entry if not callable(entry) else entry(trail.local)
+        assert event is not None
+        m = etree.fromstring(render(event, source))
+        validate(m)
+        out.append(m)
+    return out

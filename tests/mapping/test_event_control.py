@@ -52,9 +52,13 @@ def test_a_status_after_the_slash_is_orc5_and_an_orc_still_wins(write_mapping) -
     assert (step.order_control.code, step.order_control.location) == ("XO", "ORC^1^1")
 
 
-@pytest.mark.parametrize("table", ["{s12: NW}", "{S12: NEW}", "{S12: N1}"])
-def test_a_malformed_order_control_is_refused_at_load(write_mapping, table) -> None:
+@pytest.mark.parametrize(("table", "key"), [
+    ("{s12: NW}", r"order_control\.s12\.\[key\]: String should match pattern"),
+    ("{S12: NEW}", r"order_control\.S12: String should match pattern"),
+    ("{S12: N1}", r"order_control\.S12: String should match pattern")])
+def test_a_malformed_order_control_is_refused_at_load(write_mapping, table, key) -> None:
     text = SIU.format(group_by="RGS").replace(
         "order_control:\n  S12: NW\n  S15: CA\n  S26: DC/CA", f"order_control: {table}")
-    with pytest.raises(MappingLoadError):
+    # The error names the file, the line of the table and the offending key.
+    with pytest.raises(MappingLoadError, match=r"m\.yaml:5: " + key):
         load_text(write_mapping, text)

@@ -14,13 +14,13 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
 from bridge.audit import AuditTrail, Local
-from bridge.audit.message import AuditSource, render
+from bridge.audit.message import AuditSource
 from bridge.mpps.forward import MppsForwarder
 from bridge.mpps.service import MppsService
 from bridge.mpps.settings import MppsSettings
 from bridge.worklist import WorklistSCP
 from bridge.worklist.settings import DicomSettings, WorklistSettings
-from tests.audit.rsyslog import summary, validate
+from tests.audit.rsyslog import built_events, summary
 
 from .conftest import MPPS, create_ds, final_ds, mapped_steps
 from .test_forward import UID_A, UID_B, forward_settings, ok, pacs, pending, until
@@ -31,14 +31,7 @@ SOURCE = AuditSource("MWLBRIDGE-T", "SITE")
 
 
 def built(trail: AuditTrail) -> list[etree._Element]:
-    out = []
-    for entry in trail.take(1000, 0.01):
-        event = entry if not callable(entry) else entry(trail.local)
-        assert event is not None
-        m = etree.fromstring(render(event, SOURCE))
-        validate(m)
-        out.append(m)
-    return out
+    return built_events(trail, SOURCE)
 
 
 async def test_delivered_and_dead_lettered_requests_are_procedure_records(sqlite_store,

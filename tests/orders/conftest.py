@@ -87,8 +87,30 @@ def read_ack(raw: bytes) -> Ack:
     return Ack(raw, msa.value(1), msa.value(2), msg.first("ERR"))
 
 
+async def ack_of(client: MllpClient, payload: bytes, wait_s: float = 30.0) -> Ack:
+    """Send one message on ``client`` and read its ACK."""
+    return read_ack(await client.send(payload, timeout=wait_s))
+
+
+class OrderSide:
+    """What Bridge and test_workers.py's Rig share: the store, the MLLP listener and
+    the clients opened to it (closed by the fixture that made them)."""
+
+    store: Store
+    server: MllpServer
+    clients: list[MllpClient]
+
+    async def client(self) -> MllpClient:
+        c = await MllpClient.connect("127.0.0.1", self.server.port)
+        self.clients.append(c)
+        return c
+
+    def read(self, fn: Callable[[OrdersTx], Any]) -> Any:
+        return self.store.write_one(lambda tx: fn(OrdersTx(tx)))
+
+
 @dataclass
-class Bridge:
+class Bridge(OrderSide):
     store: Store
     commits: CommitQueue
     ingest: Ingest
@@ -96,15 +118,11 @@ class Bridge:
     retention: Retention
     clients: list[MllpClient] = field(default_factory=list)
 
-    async def client(self) -> MllpClient:
-        c = await MllpClient.connect("127.0.0.1", self.server.port)
-        self.clients.append(c)
-        return c
-
     async def send(self, message: str | bytes, client: MllpClient | None = None) -> Ack:
+        """``message`` (a fixture's name, or bytes) on ``client``, else the first one."""
         raw = fixture(message) if isinstance(message, str) else message
         c = client or (self.clients[0] if self.clients else await self.client())
-        return read_ack(await c.send(raw))
+        return await ack_of(c, raw)
 
     def steps(self) -> list[StepRow]:
         return self.store.list_steps(limit=1000)
@@ -112,12 +130,6 @@ class Bridge:
     def by_sps(self) -> dict[str, StepRow]:
         return {str(r.item.ScheduledProcedureStepSequence[0].ScheduledProcedureStepID): r
                 for r in self.steps()}
-
-    def read(self, fn: Callable[[OrdersTx], Any]) -> Any:
-        (result,) = self.store.write([lambda tx: fn(OrdersTx(tx))])
-        if isinstance(result, BaseException):
-            raise result
-        return result
 
     def messages(self, **kw: Any) -> list[LoggedMessage]:
         return self.read(lambda o: o.list_messages(limit=1000, **kw))

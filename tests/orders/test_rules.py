@@ -136,5 +136,17 @@ def test_an_identical_new_order_keeps_the_current_status():
 
 
 def test_the_same_status_twice_is_unchanged():
-    d = decide(item(), "CA", "", stored(item(), "CANCELED"))
-    assert d.change is StepChange.UNCHANGED
+    existing = stored(item(), "CANCELED")
+    d = decide(item(), "CA", "", existing)
+    # Unchanged names the stored step and hands back its item as it is, so the
+    # caller logs the right step and writes nothing.
+    assert (d.change, d.item, d.step_id) == (StepChange.UNCHANGED, existing.item, 7)
+
+
+def test_a_change_to_a_stored_item_without_study_uid_takes_the_message_s():
+    # An item imported without a Study UID (e.g. from a .wl file) gets the one the
+    # change derives or sends; nothing to keep, so nothing to flag either.
+    bare = item()
+    del bare.StudyInstanceUID
+    d = decide(item("1000", uid="2.25.99"), "XO", "SC", stored(bare))
+    assert (d.change, d.item.StudyInstanceUID, d.note) == (StepChange.REPLACE, "2.25.99", "")

@@ -31,9 +31,9 @@ from bridge.orders.ingest import Ingest
 from bridge.orders.settings import OrdersSettings
 from bridge.orders.workers import INLINE_BYTES, DecidePool, Use, pool_size
 from bridge.store import CommitQueue, SqliteStore, Store
-from bridge.store.orders_tx import LoggedMessage, OrdersTx
+from bridge.store.orders_tx import LoggedMessage
 
-from .conftest import Ack, read_ack, read_acks
+from .conftest import Ack, OrderSide, ack_of, read_acks
 
 WAIT_S = 60.0
 
@@ -89,7 +89,7 @@ def order(n: int, padding: int = 0) -> bytes:
 
 
 @dataclass
-class Rig:
+class Rig(OrderSide):
     folder: Path
     store: Store
     reloader: MappingReloader
@@ -98,14 +98,9 @@ class Rig:
     server: MllpServer
     clients: list[MllpClient] = field(default_factory=list)
 
-    async def client(self) -> MllpClient:
-        c = await MllpClient.connect("127.0.0.1", self.server.port)
-        self.clients.append(c)
-        return c
-
     async def send(self, payload: bytes, client: MllpClient | None = None) -> Ack:
-        c = client or await self.client()
-        return read_ack(await c.send(payload, timeout=WAIT_S))
+        """``payload`` on ``client``, else on a new connection of its own."""
+        return await ack_of(client or await self.client(), payload, WAIT_S)
 
     def hold(self, n: int) -> None:
         (self.folder / f"hold-W{n}").write_text("")
@@ -126,12 +121,6 @@ class Rig:
 
     def set_hook(self, version: str) -> None:
         (self.folder / "gate.py").write_text(textwrap.dedent(HOOK.format(version=version)))
-
-    def read(self, fn: Callable[[OrdersTx], Any]) -> Any:
-        (result,) = self.store.write([lambda tx: fn(OrdersTx(tx))])
-        if isinstance(result, BaseException):
-            raise result
-        return result
 
     def comments(self) -> dict[str, str]:
         """StudyComments (the hook's "version pid") of every stored item, by accession."""
@@ -359,9 +348,14 @@ async def test_auto_decides_a_lone_sender_in_the_daemon_and_starts_no_worker(
     assert int(rig.comments()["ACC4"].split()[1]) in rig.pool.pids
 
 
-async def test_auto_decides_in_the_daemon_while_every_worker_is_busy(
-        make_rig: RigFactory) -> None:
-    rig = await make_rig(workers=1, use="busy")
+@pytest.mark.parametrize("use", ["busy", "large"])
+async def test_auto_decides_small_frames_in_the_daemon_while_its_only_worker_is_busy(
+        make_rig: RigFactory, use: Use) -> None:
+    """``busy`` (more cores) maps in the daemon while every worker is busy; ``large``
+    (two cores) keeps small frames in the daemon, in flight beside another or not.
+    Either way, with the one worker holding a large frame, two small frames on two
+    connections are applied by the daemon before the large one is done."""
+    rig = await make_rig(workers=1, use=use)
     big = INLINE_BYTES + 1000
     assert (await rig.send(order(1, padding=big))).code == "AA"  # starts the worker
     deadline = time.monotonic() + WAIT_S
@@ -372,36 +366,16 @@ async def test_auto_decides_in_the_daemon_while_every_worker_is_busy(
     rig.hold(2)
     held = asyncio.create_task(rig.send(order(2, padding=big)))
     assert await rig.busy(2) == [worker]
-    # Another frame in flight, the only worker busy: the daemon maps this one itself.
-    assert (await rig.send(order(3))).code == "AA"
-    assert int(rig.comments()["ACC3"].split()[1]) == os.getpid()
-    rig.release(2)
-    assert (await held).code == "AA"
-    assert int(rig.comments()["ACC2"].split()[1]) == worker
-
-
-async def test_auto_on_two_cores_sends_only_large_frames_to_its_worker(
-        make_rig: RigFactory) -> None:
-    rig = await make_rig(workers=1, use="large")
-    big = INLINE_BYTES + 1000
-    assert (await rig.send(order(1, padding=big))).code == "AA"  # starts the worker
-    deadline = time.monotonic() + WAIT_S
-    while not rig.pool.pids:
-        assert time.monotonic() < deadline, "no worker started"
-        await asyncio.sleep(0.01)
-    [worker] = rig.pool.pids
-    rig.hold(2)
-    held = asyncio.create_task(rig.send(order(2, padding=big)))
-    assert await rig.busy(2) == [worker]
-    # Small frames stay in the daemon, in flight beside another or not.
     clients = [await rig.client() for _ in range(2)]
     acks = await asyncio.gather(rig.send(order(3), clients[0]), rig.send(order(4), clients[1]))
     assert [a.code for a in acks] == ["AA", "AA"]
+    comments = rig.comments()
+    assert {k: int(comments[k].split()[1]) for k in ("ACC3", "ACC4")} == {
+        "ACC3": os.getpid(), "ACC4": os.getpid()}
+    assert "ACC2" not in comments  # still held in the worker
     rig.release(2)
     assert (await held).code == "AA"
-    comments = rig.comments()
-    assert {k: int(v.split()[1]) for k, v in comments.items() if k != "ACC1"} == {
-        "ACC2": worker, "ACC3": os.getpid(), "ACC4": os.getpid()}
+    assert int(rig.comments()["ACC2"].split()[1]) == worker
     assert rig.pool.decided == 1
 
 
@@ -439,7 +413,8 @@ async def test_the_daemon_decides_in_its_workers_and_stops_them_with_itself(
     d = start_daemon(write_config(tmp_path, "orders:\n  workers: 2\n"), tmp_path / "data")
     try:
         clients = [await MllpClient.connect("127.0.0.1", d.mllp_port) for _ in range(3)]
-        acks = await asyncio.gather(*(read_ack_of(c, order(n)) for n, c in enumerate(clients)))
+        acks = await asyncio.gather(*(ack_of(c, order(n), WAIT_S)
+                                      for n, c in enumerate(clients)))
         assert [a.code for a in acks] == ["AA"] * 3
         for c in clients:
             await c.close()
@@ -462,10 +437,6 @@ def alive(pid: int) -> str:
     except OSError:
         return ""
     return "" if state in ("Z", "X") else state
-
-
-async def read_ack_of(client: MllpClient, payload: bytes) -> Ack:
-    return read_ack(await client.send(payload, timeout=WAIT_S))
 
 
 def exits_at_once(*args: object) -> None:

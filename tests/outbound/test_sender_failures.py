@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bridge.outbound import sender as sender_module
 from bridge.outbound.sender import OutboxSender
 from bridge.store import Store, outbox_tx
 
@@ -61,6 +62,9 @@ async def test_a_retry_that_cannot_be_recorded_leaves_the_message_pending_and_it
         raise sqlite3.OperationalError("database is locked")
 
     monkeypatch.setattr(outbox_tx, "mark_retry", failing)
+    # The unrecorded message stays claimed by this sender until its lease lapses; a
+    # short margin keeps that wait (twice) at seconds, with the same behaviour.
+    monkeypatch.setattr(sender_module, "LEASE_MARGIN_S", 0.5)
     sender = OutboxSender(sqlite_store, [destination(port)], poll_interval_s=0.05)
     with caplog.at_level(logging.ERROR, logger="bridge.outbound.sender"):
         await sender.start()

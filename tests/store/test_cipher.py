@@ -55,8 +55,10 @@ def test_a_wrong_key_or_none_is_refused(encrypted):
     encrypted.close()
     with pytest.raises(StoreError, match=r"cannot open the encrypted store: wrong key"):
         SqliteStore(encrypted.path, key="wrong").migrate()
-    with pytest.raises(StoreError):
-        SqliteStore(encrypted.path).migrate()  # plain sqlite3: not a database
+    # plain sqlite3: not a database, and the error says which setting is missing
+    with pytest.raises(StoreError, match=r"bridge\.sqlite3: cannot open the store: file is "
+                       r"not a database \(an encrypted store\? set store\.sqlcipher_key_file"):
+        SqliteStore(encrypted.path).migrate()
 
 
 def test_the_key_comes_from_a_file_or_a_variable(tmp_path, monkeypatch):
@@ -162,5 +164,5 @@ def test_a_backup_of_an_encrypted_store_is_encrypted(tmp_path, encrypted):
     report = backup_sqlite(encrypted.path, tmp_path / "b", KEY)
     assert report.ok and report.tables["procedure_step"] == STEPS
     assert not _plain_header(tmp_path / "b")
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError, match=r"/b: file is not a database"):
         verify_sqlite(tmp_path / "b")

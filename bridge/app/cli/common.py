@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 from bridge.app.settings import ConfigError, Settings, find_config, load_settings
 from bridge.store import Store, open_store
 from bridge.store.base import StoreTx
 
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 EXIT_NOT_FOUND = EXIT_FAILED  # show/retry: no such row
@@ -86,6 +87,53 @@ def queue_summary(shown: int, counts: Mapping[str, int]) -> str:
     return f"({shown} shown; {summary})"
 
 
+def add_queue_list(cmds: Any, summary: str, run: Callable[[argparse.Namespace], int]) -> None:
+    """A queue's ``list`` action, with the options list_queue reads."""
+    ls = cmds.add_parser("list", help=summary)
+    ls.add_argument("--state", default="pending,dead",
+                    help="pending, sent, dead, a comma list, or all (default: pending,dead)")
+    ls.add_argument("--destination", default="", help="only this destination")
+    ls.add_argument("--limit", type=int, default=100)
+    ls.set_defaults(run=run)
+
+
+def add_queue_retry(cmds: Any, run: Callable[[argparse.Namespace], int]) -> None:
+    """A queue's ``retry`` action, with the options requeue_command reads."""
+    retry = cmds.add_parser("retry", help="re-queue dead letters (or make waiting ones due)")
+    retry.add_argument("ids", type=int, nargs="*", metavar="ID")
+    retry.add_argument("--dead", action="store_true", help="every dead letter")
+    retry.add_argument("--destination", default="", help="with --dead: only this destination")
+    retry.set_defaults(run=run)
+
+
+class QueueRows(Protocol[R_co]):
+    """A queue's listing: outbox_tx.list_messages, mpps_forward_tx.list_rows."""
+
+    def __call__(self, store: Store, *, states: Collection[str] = ..., destination: str = ...,
+                 limit: int = ...) -> Sequence[R_co]: ...
+
+
+def list_queue(args: argparse.Namespace, rows: QueueRows[R],
+               counts: Callable[[Store], Mapping[str, int]],
+               header: Sequence[str], row: Callable[[R], Sequence[str]]) -> int:
+    """A queue's ``list [--state ...] [--destination NAME] [--limit N]``: its rows as a
+    table (``row``: one row's cells, in ``header``'s order), then the counts by state."""
+    states = queue_states(args.state)
+    if states is None:
+        return EXIT_CONFIG
+    store = open_store_from(args)
+    if store is None:
+        return EXIT_CONFIG
+    try:
+        found = rows(store, states=states, destination=args.destination, limit=args.limit)
+        by_state = counts(store)
+    finally:
+        store.close()
+    print_table([header] + [row(r) for r in found])
+    print(queue_summary(len(found), by_state))
+    return EXIT_OK
+
+
 def requeue_command(args: argparse.Namespace, noun: str,
                     dead: Callable[[Store, str], list[int]],
                     requeue: Callable[[StoreTx, list[int]], list[int]],
@@ -105,9 +153,7 @@ def requeue_command(args: argparse.Namespace, noun: str,
         ids = list(args.ids)
         if args.dead:
             ids += dead(store, args.destination)
-        (changed,) = store.write([lambda tx: requeue(tx, ids)])
-        if isinstance(changed, BaseException):
-            raise changed
+        changed = store.write_one(lambda tx: requeue(tx, ids))
         skipped = [(i, get(store, i)) for i in sorted(set(ids) - set(changed))]
     finally:
         store.close()

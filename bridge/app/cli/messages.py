@@ -82,10 +82,7 @@ def _open(args: argparse.Namespace) -> tuple[Settings, Store] | None:
 
 
 def _read(store: Store, fn: Callable[[OrdersTx], T]) -> T:
-    (result,) = store.write([lambda tx: fn(OrdersTx(tx))])
-    if isinstance(result, BaseException):
-        raise result
-    return result
+    return store.write_one(lambda tx: fn(OrdersTx(tx)))
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -21,21 +21,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.app.cli.common import (
+    add_queue_list,
+    add_queue_retry,
     audited_requeue,
     clipped,
+    list_queue,
     load_one,
     open_store_from,
     print_help,
     print_table,
-    queue_states,
-    queue_summary,
     queue_when,
     requeue_command,
 )
 from bridge.store import Store
+
+if TYPE_CHECKING:
+    from bridge.store.mpps_forward_tx import ForwardRow
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_CONFIG = 0, 1, 2
 STATUSES = ("IN PROGRESS", "COMPLETED", "DISCONTINUED")
@@ -62,22 +66,12 @@ def add_mpps_commands(sub: Any) -> None:
                                               "MPPS SCPs")
     fcmds = forward.add_subparsers(dest="forward_command", metavar="ACTION")
     forward.set_defaults(run=lambda args: print_help(forward))
-    fls = fcmds.add_parser("list", help="list forwarded requests (default: pending and dead)")
-    fls.add_argument("--state", default="pending,dead",
-                     help="pending, sent, dead, a comma list, or all (default: pending,dead)")
-    fls.add_argument("--destination", default="", help="only this destination")
-    fls.add_argument("--limit", type=int, default=100)
-    fls.set_defaults(run=_forward_list)
+    add_queue_list(fcmds, "list forwarded requests (default: pending and dead)", _forward_list)
     fshow = fcmds.add_parser("show", help="one request: its state, the peer's status, its "
                                           "data set")
     fshow.add_argument("id", type=int)
     fshow.set_defaults(run=_forward_show)
-    fretry = fcmds.add_parser("retry", help="re-queue dead letters (or make waiting ones due)")
-    fretry.add_argument("ids", type=int, nargs="*", metavar="ID")
-    fretry.add_argument("--dead", action="store_true", help="every dead letter")
-    fretry.add_argument("--destination", default="",
-                        help="with --dead: only this destination")
-    fretry.set_defaults(run=_forward_retry)
+    add_queue_retry(fcmds, _forward_retry)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -137,29 +131,16 @@ def _show(args: argparse.Namespace) -> int:
 def _forward_list(args: argparse.Namespace) -> int:
     from bridge.store import mpps_forward_tx
 
-    states = queue_states(args.state)
-    if states is None:
-        return EXIT_CONFIG
-    store = open_store_from(args)
-    if store is None:
-        return EXIT_CONFIG
-    try:
-        rows = mpps_forward_tx.list_rows(store, states=states, destination=args.destination,
-                                         limit=args.limit)
-        counts = mpps_forward_tx.count_by_state(store)
-    finally:
-        store.close()
-    header = ("ID", "STATE", "DESTINATION", "REQUEST", "SOP INSTANCE UID", "TRIES", "STATUS",
-              "WHEN", "REASON")
-    table = [header]
-    for r in rows:
-        table.append((str(r.id), r.state, r.destination, r.operation, r.sop_instance_uid,
-                      str(r.attempts), "-" if r.peer_status is None else f"0x{r.peer_status:04X}",
-                      queue_when(r.state, r.sent_at, r.next_attempt_at, r.updated_at),
-                      clipped(r.last_error)))
-    print_table(table)
-    print(queue_summary(len(rows), counts))
-    return EXIT_OK
+    return list_queue(args, mpps_forward_tx.list_rows, mpps_forward_tx.count_by_state,
+                      ("ID", "STATE", "DESTINATION", "REQUEST", "SOP INSTANCE UID", "TRIES",
+                       "STATUS", "WHEN", "REASON"), _forward_row)
+
+
+def _forward_row(r: ForwardRow) -> tuple[str, ...]:
+    return (str(r.id), r.state, r.destination, r.operation, r.sop_instance_uid,
+            str(r.attempts), "-" if r.peer_status is None else f"0x{r.peer_status:04X}",
+            queue_when(r.state, r.sent_at, r.next_attempt_at, r.updated_at),
+            clipped(r.last_error))
 
 
 def _forward_show(args: argparse.Namespace) -> int:

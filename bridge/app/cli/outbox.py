@@ -16,14 +16,13 @@ import sys
 from typing import Any
 
 from bridge.app.cli.common import (
+    add_queue_list,
+    add_queue_retry,
     audited_requeue,
     clipped,
+    list_queue,
     load_one,
-    open_store_from,
     print_help,
-    print_table,
-    queue_states,
-    queue_summary,
     queue_when,
     requeue_command,
 )
@@ -39,44 +38,21 @@ def add_outbox_commands(sub: Any) -> None:
     cmds = outbox.add_subparsers(dest="outbox_command", metavar="ACTION")
     outbox.set_defaults(run=lambda args: print_help(outbox))
 
-    ls = cmds.add_parser("list", help="list messages (default: pending and dead ones)")
-    ls.add_argument("--state", default="pending,dead",
-                    help="pending, sent, dead, a comma list, or all (default: pending,dead)")
-    ls.add_argument("--destination", default="", help="only this destination")
-    ls.add_argument("--limit", type=int, default=100)
-    ls.set_defaults(run=_list)
+    add_queue_list(cmds, "list messages (default: pending and dead ones)", _list)
 
     show = cmds.add_parser("show", help="one message: its state, reason, text and ACK")
     show.add_argument("id", type=int)
     show.set_defaults(run=_show)
 
-    retry = cmds.add_parser("retry", help="re-queue dead letters (or make waiting ones due)")
-    retry.add_argument("ids", type=int, nargs="*", metavar="ID")
-    retry.add_argument("--dead", action="store_true", help="every dead letter")
-    retry.add_argument("--destination", default="", help="with --dead: only this destination")
-    retry.set_defaults(run=_retry)
+    add_queue_retry(cmds, _retry)
 
 
 def _list(args: argparse.Namespace) -> int:
     from bridge.store import outbox_tx
 
-    states = queue_states(args.state)
-    if states is None:
-        return EXIT_CONFIG
-    store = open_store_from(args)
-    if store is None:
-        return EXIT_CONFIG
-    try:
-        rows = outbox_tx.list_messages(store, states=states, destination=args.destination,
-                                       limit=args.limit)
-        counts = outbox_tx.count_by_state(store)
-    finally:
-        store.close()
-    header = ("ID", "STATE", "DESTINATION", "EVENT", "TYPE", "CONTROL ID", "TRIES", "WHEN",
-              "REASON")
-    print_table([header] + [_row(m) for m in rows])
-    print(queue_summary(len(rows), counts))
-    return EXIT_OK
+    return list_queue(args, outbox_tx.list_messages, outbox_tx.count_by_state,
+                      ("ID", "STATE", "DESTINATION", "EVENT", "TYPE", "CONTROL ID", "TRIES",
+                       "WHEN", "REASON"), _row)
 
 
 def _row(m: OutboxMessage) -> tuple[str, ...]:

@@ -99,10 +99,12 @@ def _retry(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     store = open_configured_store(settings)
     try:
-        (cleared,) = store.write([lambda tx: reconcile_tx.clear_conflict(tx, args.step_id)])
+        # write_one raises a failed write (main prints it), where write would hand the
+        # exception back and it would read as "no conflict".
+        cleared = store.write_one(lambda tx: reconcile_tx.clear_conflict(tx, args.step_id))
     finally:
         store.close()
-    if cleared is not True:
+    if not cleared:
         print(f"step {args.step_id} has no conflict")
         return EXIT_FAILED
     print(f"step {args.step_id}: conflict cleared; the loop asks the PACS again")
