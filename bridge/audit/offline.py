@@ -15,6 +15,7 @@ import getpass
 import logging
 import socket
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from bridge.audit import events
 from bridge.audit.events import AuditEvent, Local
@@ -39,6 +40,23 @@ def os_user() -> str:
         return f"uid:{os.getuid()}"
 
 
+class _Dicom(Protocol):
+    @property
+    def ae_title(self) -> str: ...
+
+
+class CommandSettings(Protocol):
+    """What a command's configuration gives the audit: bridge.app's Settings, seen
+    structurally, since bridge.audit is below bridge.app and may not import it
+    (tests/test_layers.py)."""
+
+    @property
+    def audit(self) -> AuditSettings: ...
+
+    @property
+    def dicom(self) -> _Dicom: ...
+
+
 class OfflineAudit:
     """What one command records; does nothing when audit is off."""
 
@@ -49,6 +67,12 @@ class OfflineAudit:
         self.local: Local = local_participant(ae_title)
         self.user = os_user()
         self.host = socket.gethostname()
+
+    @classmethod
+    def from_settings(cls, settings: CommandSettings) -> OfflineAudit:
+        """The audit of a command reading ``settings``: its audit section, and the
+        bridge's own AE title as the local participant."""
+        return cls(settings.audit, settings.dicom.ae_title)
 
     def spool(self, tx: StoreTx, built: Sequence[AuditEvent]) -> None:
         """Inside the caller's transaction: kept and queued for every repository."""

@@ -58,6 +58,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from bridge.audit import NO_AUDIT, AuditTrail
+from bridge.hl7.charset import CharsetError, codec_for, read_msh18
 from bridge.hl7.client import MllpClient, ack_code_of, acked_control_id_of
 from bridge.outbound.audited import export_event
 from bridge.outbound.settings import OutboundDestination
@@ -124,7 +125,7 @@ def lease_seconds(d: OutboundDestination) -> float:
 
 class OutboxSender:
     def __init__(self, store: Store, destinations: Sequence[OutboundDestination], *,
-                 submit: Submit | None = None, poll_interval_s: float = 2.0,
+                 poll_interval_s: float, submit: Submit | None = None,
                  stop_grace_s: float = 5.0, instance: str = "",
                  metrics: Metrics | None = None, audit: AuditTrail = NO_AUDIT) -> None:
         self._store = store
@@ -297,7 +298,7 @@ class OutboxSender:
                           s.name, code)
                 return
             if code in DEAD_CODES:
-                reason = f"{code}: {_reply_text(reply) or 'no reason given'}"
+                reason = f"{code}: {_reply_text(reply, s.charset) or 'no reason given'}"
                 await self._record(message, outbox_tx.mark_dead, message.id, reason, reply)
                 dest.failures = 0
                 self.stats.dead += 1
@@ -433,9 +434,13 @@ def _tls_reason(exc: ssl.SSLError) -> str:
     return f"{reason}: {detail}" if detail else str(reason)
 
 
-def _reply_text(reply: bytes) -> str:
-    """MSA-3 and ERR texts of a negative ACK, for the dead letter's reason."""
-    text = reply.decode("latin-1", errors="replace")
+def _reply_text(reply: bytes, charset: str) -> str:
+    """MSA-3 and ERR texts of a negative ACK, for the dead letter's reason.
+
+    Read in the character set the reply's MSH-18 names, else in the destination's
+    ``charset`` (what we sent; most ACKs carry no MSH-18), else as Latin-1, which reads
+    any byte: a reason is for an operator, and a wrong guess must not lose it."""
+    text = _decoded(reply, charset).lstrip("\ufeff \t\r\n\x0b")  # blank lines before MSH
     sep = text[3:4] if text.startswith("MSH") else "|"
     parts: list[str] = []
     for line in text.replace("\r\n", "\r").replace("\n", "\r").split("\r"):
@@ -449,3 +454,14 @@ def _reply_text(reply: bytes) -> str:
             if detail:
                 parts.append(" ".join(detail[:2]))
     return "; ".join(parts)[:500]
+
+
+def _decoded(reply: bytes, charset: str) -> str:
+    for name in (read_msh18(reply), charset):
+        if not name:  # no MSH-18 (or none read): the next guess
+            continue
+        try:
+            return reply.decode(codec_for(name, default="latin-1", aliases={}))
+        except (CharsetError, UnicodeDecodeError):
+            continue
+    return reply.decode("latin-1")

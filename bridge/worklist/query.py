@@ -301,16 +301,13 @@ class _Planner:
         text = _single_text(elem)
         if text is None:
             return
-        # A lone "-" is a range open on both sides: universal matching.
         if kind is _Kind.DATE:
-            dates = _date_range(text, elem.tag)
-            self._date = dates if dates != (None, None) else None
+            self._date = _range_or_universal(text, elem.tag, kind)
             return
         if kind is _Kind.TIME:
             # A reversed time range is valid with a date range ("20261127-20261128"
             # with "2200-0600" is one night), so the order is checked in _date_time.
-            times = _time_range(text, elem.tag, ordered=False)
-            self._time = times if times != (None, None) else None
+            self._time = _range_or_universal(text, elem.tag, kind, ordered=False)
             return
         if kind is _Kind.NAME:
             condition = self._name_match(elem.tag, text, column)
@@ -357,7 +354,8 @@ class _Planner:
         dates, times = self._date, self._time
         if dates is not None and times is not None:
             low = dates[0] + (times[0] or "000000") if dates[0] else None
-            high = dates[1] + (times[1] or "235959") if dates[1] else None
+            # The last date's end includes its leap second (see _time).
+            high = dates[1] + (times[1] or "235960") if dates[1] else None
             self._matches.append(_range(Column.SPS_START, low, high))
         elif dates is not None:
             self._matches.append(_range(Column.SPS_START_DATE, *dates))
@@ -391,18 +389,15 @@ class _Planner:
         text = _single_text(elem)
         if text is None:
             return None
-        if vr == "DA":
-            low, high = _date_range(text, elem.tag)
-            if low is None and high is None:
-                return None  # a lone "-": universal, as on the SPS start date
-            if target is not None:
-                self._matches.append(Range(target, low, high))
-            return RangeCondition(elem.tag, low, high, _Kind.DATE)
-        if vr == "TM":
-            low, high = _time_range(text, elem.tag)
-            if low is None and high is None:
+        if vr in ("DA", "TM"):
+            kind = _Kind.DATE if vr == "DA" else _Kind.TIME
+            bounds = _range_or_universal(text, elem.tag, kind)
+            if bounds is None:
                 return None
-            return RangeCondition(elem.tag, low, high, _Kind.TIME)
+            low, high = bounds
+            if kind is _Kind.DATE and target is not None:
+                self._matches.append(Range(target, low, high))
+            return RangeCondition(elem.tag, low, high, kind)
         if vr in ("DS", "IS"):
             return EqualCondition(elem.tag, _number_key(text, vr, elem.tag))
         if vr == "PN":
@@ -493,6 +488,23 @@ def _is_universal(text: str) -> bool:
     return set(text) <= {"*"}
 
 
+def _range_or_universal(text: str, tag: BaseTag, kind: _Kind,
+                        ordered: bool = True) -> tuple[str | None, str | None] | None:
+    """A DA (``kind`` DATE) or TM key's ``(low, high)``; None for universal matching.
+
+    A lone "-", open on both sides, is universal (docs/conformance-statement.md), so
+    every caller treats it as no key at all. Kept as a range it would need a value to
+    compare (a RangeCondition fails an item without the attribute), and on the SPS
+    start date it would swallow a start time range (_date_time would combine the two
+    into a date-and-time range open on both sides). ``ordered`` as for _time_range.
+    """
+    if kind is _Kind.DATE:
+        bounds = _date_range(text, tag)
+    else:
+        bounds = _time_range(text, tag, ordered=ordered)
+    return None if bounds == (None, None) else bounds
+
+
 def _date_range(text: str, tag: BaseTag) -> tuple[str | None, str | None]:
     """``(low, high)`` as YYYYMMDD, None for an open side."""
     low, sep, high = text.partition("-")
@@ -527,7 +539,7 @@ def _time_range(text: str, tag: BaseTag,
     if not sep:
         high = low
     try:
-        bounds = (_time(low, "00"), _time(high, "59"))
+        bounds = (_time(low), _time(high, upper=True))
     except ValueError:
         raise QueryError(UNABLE_TO_PROCESS, f"{_name(tag)} is not a time or time range",
                          tag) from None
@@ -536,7 +548,11 @@ def _time_range(text: str, tag: BaseTag,
     return bounds
 
 
-def _time(text: str, fill: str) -> str | None:
+def _time(text: str, *, upper: bool = False) -> str | None:
+    """``text`` as HHMMSS; what reduced precision leaves out is filled with the first
+    (``upper``: the last) minute and second of the span, so ``2359`` as an upper bound
+    is 235960: TM's seconds go to 60 for a leap second (PS3.5 table 6.2-1), and the minute
+    ``2359`` holds the stored ``235960``. A stored value is read with ``upper`` off."""
     text = text.strip().replace(":", "")  # "HH:MM:SS" is the ACR-NEMA form
     if not text:
         return None
@@ -548,7 +564,8 @@ def _time(text: str, fill: str) -> str | None:
         raise ValueError(text)
     # Fractions are dropped: the stored column has whole seconds, and a
     # truncated bound still includes the second it falls in.
-    return hours + (minutes or fill) + (seconds or fill)
+    return hours + (minutes or ("59" if upper else "00")) + (
+        seconds or ("60" if upper else "00"))
 
 
 def _number_key(text: str, vr: str, tag: BaseTag) -> float:
@@ -668,7 +685,7 @@ class RangeCondition:
                 if self.kind is _Kind.DATE:
                     stored = _date(str(value))
                 else:
-                    stored = _time(str(value), "00")
+                    stored = _time(str(value))
             except ValueError:
                 continue  # an invalid stored value matches no range
             if stored is None:

@@ -3,12 +3,29 @@ and what C-FIND returns."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from bridge.section import Port, Section, ae_title, dicom_charset, networks
 from bridge.tls import TlsSettings
+
+
+def worklist_label(value: str) -> str:
+    """A Worklist Label (0074,1202) a view is limited to. Matching compares it with the
+    item's label trimmed (bridge/worklist/query.py, OneOfCondition), so an empty or
+    blank one, or one with spaces around it, matches no item: the view would silently
+    see nothing, where the operator meant a label."""
+    if not value.strip():
+        raise ValueError("a Worklist Label is not empty or blank (it matches no item: "
+                         "the view would see nothing)")
+    if value != value.strip():
+        raise ValueError("a Worklist Label has no leading or trailing spaces (items' "
+                         "labels are compared trimmed: it matches no item)")
+    return value
+
+
+WorklistLabel = Annotated[str, AfterValidator(worklist_label)]
 
 
 class DicomPeer(Section):
@@ -23,7 +40,7 @@ class DicomPeer(Section):
     # What this AE may see; empty lists restrict nothing.
     stations: list[str] = Field(default_factory=list)
     modalities: list[str] = Field(default_factory=list)
-    worklist_labels: list[str] = Field(default_factory=list)  # (0074,1202)
+    worklist_labels: list[WorklistLabel] = Field(default_factory=list)  # (0074,1202)
     max_associations: int | None = Field(default=None, ge=1)
     # Answers per C-FIND for this AE; default worklist.max_answers, 0 = no cap.
     max_answers: int | None = Field(default=None, ge=0)
@@ -41,7 +58,7 @@ class CalledAeView(Section):
 
     stations: list[str] = Field(default_factory=list)
     modalities: list[str] = Field(default_factory=list)
-    worklist_labels: list[str] = Field(default_factory=list)  # (0074,1202)
+    worklist_labels: list[WorklistLabel] = Field(default_factory=list)  # (0074,1202)
 
 
 class DicomSettings(Section):

@@ -1,13 +1,16 @@
-"""``mwl-bridge reconcile status / conflicts / retry`` on a store with a flagged item."""
+"""``mwl-bridge reconcile status / conflicts / retry`` on a store with a flagged item, and
+``retry`` on a store whose write fails."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from bridge.app.cli import main
 from bridge.store import SqliteStore, reconcile_tx
+from tests.immutable import immutable
 from tests.reconcile.conftest import make_step
 
 
@@ -71,3 +74,48 @@ def test_check_config_names_an_unreadable_pacs_ca_file(tmp_path: Path, capsys):
     assert main(["--config", str(cfg), "check-config"]) == 2
     err = capsys.readouterr().err
     assert "reconcile.pacs[0].tls" in err and "missing-ca.pem" in err
+
+
+def conflicted(config: Path) -> list[int]:
+    store = SqliteStore(config.parent / "data" / "bridge.sqlite3")
+    try:
+        return [c.step_id for c in reconcile_tx.conflicts(store)]
+    finally:
+        store.close()
+
+
+def test_retry_on_a_read_only_store_says_so_and_clears_nothing(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The database file itself read-only: SQLite opens it read-only, and the DELETE
+    # raises sqlite3's own error inside the job, which write() hands back as the job's
+    # result (it once read as "no conflict").
+    (step_id,) = conflicted(config)
+    with immutable(config.parent / "data" / "bridge.sqlite3"):
+        assert main(["--config", str(config), "reconcile", "retry", str(step_id)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # not "step N has no conflict"
+    assert captured.err.splitlines() == [
+        "store error: OperationalError: attempt to write a readonly database; "
+        f"the conflict of step {step_id} is not cleared"]
+    assert conflicted(config) == [step_id]
+
+
+def test_retry_whose_commit_fails_says_so_and_clears_nothing(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The WAL read-only: the DELETE succeeds in the transaction and the commit fails
+    # (StoreError). The WAL is there only while a connection is open, as beside the daemon.
+    (step_id,) = conflicted(config)
+    db = config.parent / "data" / "bridge.sqlite3"
+    beside = sqlite3.connect(db)
+    try:
+        beside.execute("SELECT count(*) FROM reconcile_state").fetchone()
+        with immutable(db.with_name(db.name + "-wal")):
+            assert main(["--config", str(config), "reconcile", "retry", str(step_id)]) == 1
+    finally:
+        beside.close()
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "store error: commit failed: attempt to write a readonly database; "
+        f"the conflict of step {step_id} is not cleared"]
+    assert conflicted(config) == [step_id]

@@ -69,6 +69,34 @@ def test_bad_values_name_file_line_and_key(tmp_path, text, line, key, problem):
     assert problem in err.problem
 
 
+
+def test_an_empty_or_padded_worklist_label_is_refused_where_it_is_written(
+        tmp_path: Path) -> None:
+    # Matching compares a view's labels with the item's label trimmed: "" or " MR"
+    # would match no item, and the AE or view would silently see an empty worklist.
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("dicom:\n"
+                   "  known_aes:\n"
+                   "    CT1:\n"
+                   "      worklist_labels: [\"\"]\n"
+                   "  called_aes:\n"
+                   "    CTVIEW:\n"
+                   "      worklist_labels:\n"
+                   "        - CT\n"
+                   "        - \"  \"\n"
+                   "        - \" MR\"\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, {})
+    blank = ("Value error, a Worklist Label is not empty or blank (it matches no item: the "
+             "view would see nothing)")
+    assert [str(e) for e in info.value.errors] == [
+        f"{cfg}:4: dicom.known_aes.CT1.worklist_labels[0]: {blank}",
+        f"{cfg}:9: dicom.called_aes.CTVIEW.worklist_labels[1]: {blank}",
+        f"{cfg}:10: dicom.called_aes.CTVIEW.worklist_labels[2]: Value error, a Worklist "
+        "Label has no leading or trailing spaces (items' labels are compared trimmed: it "
+        "matches no item)"]
+
+
 def test_malformed_yaml_names_the_line(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("mllp:\n  port: 1\n   host: x\n")

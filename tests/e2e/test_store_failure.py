@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import socket
 import sqlite3
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from bridge.hl7 import encode_frame, parse_message
 from bridge.hl7.mllp import HEAD_BYTES
+from tests.immutable import immutable
 
 from .conftest import FIXTURES, start_daemon, stop_daemon
 
@@ -70,15 +68,6 @@ def logged(d, *words: str, timeout: float = 30) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-@contextmanager
-def immutable(path: Path) -> Iterator[None]:
-    subprocess.run(["chattr", "+i", str(path)], check=True, capture_output=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True, capture_output=True)
 
 
 def test_store_failure_answers_ar_207_and_the_resend_is_applied_once(daemon, tmp_path):

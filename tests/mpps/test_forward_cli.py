@@ -12,6 +12,7 @@ from pynetdicom.dsutils import encode
 from bridge.app.cli import main
 from bridge.store import SqliteStore, mpps_forward_tx
 from bridge.store.mpps_forward_tx import N_CREATE, N_SET, NewForward
+from tests.immutable import immutable
 
 
 @pytest.fixture
@@ -75,6 +76,27 @@ def test_retry_requeues_dead_letters_and_names_what_it_skips(config, capsys):
     assert err == ["  1: already sent", "  42: no such request"]
     _, err = run(config, capsys, "mpps", "forward", "retry", code=2)
     assert "--dead" in err[0]
+
+
+
+def forwards(config: Path) -> list[mpps_forward_tx.ForwardRow]:
+    store = SqliteStore(config.parent / "data" / "bridge.sqlite3")
+    try:
+        return mpps_forward_tx.list_rows(store, states=[])
+    finally:
+        store.close()
+
+
+def test_retry_on_a_read_only_store_says_so_and_requeues_nothing(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = forwards(config)
+    assert [(r.id, r.state) for r in before] == [(1, "sent"), (2, "dead"), (3, "pending")]
+    with immutable(config.parent / "data" / "bridge.sqlite3"):
+        out, err = run(config, capsys, "mpps", "forward", "retry", "2", code=1)
+    assert out == []  # not "re-queued 1 request(s): 2"
+    assert err == ["store error: OperationalError: attempt to write a readonly database; "
+                   "no request is re-queued"]
+    assert forwards(config) == before
 
 
 def test_forward_settings_compose_and_tls_files_resolve_beside_the_config(tmp_path: Path):

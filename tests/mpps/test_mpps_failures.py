@@ -5,14 +5,11 @@ modality's retry is applied once."""
 from __future__ import annotations
 
 import logging
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 from pydicom import Dataset
 
 from bridge.store import mpps_tx, outbox_tx
+from tests.immutable import immutable
 
 from .conftest import MPPS, create_ds, final_ds
 
@@ -31,16 +28,6 @@ def step_status(env, accession: str) -> str:
 
 def events(env) -> list[str]:
     return [m.event for m in outbox_tx.list_messages(env.store)]
-
-
-@contextmanager
-def immutable(path: Path) -> Iterator[None]:
-    """Root ignores file permissions, not the immutable flag: every write to ``path`` fails."""
-    subprocess.run(["chattr", "+i", str(path)], check=True, capture_output=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True, capture_output=True)
 
 
 def test_a_store_failure_on_n_set_is_0110_and_the_retry_applies_once(env, caplog):

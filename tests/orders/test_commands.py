@@ -10,6 +10,8 @@ from bridge.app.settings import load_settings
 from bridge.mapping import load_mappings
 from bridge.orders.ingest import Ingest
 from bridge.store import CommitQueue, open_store
+from bridge.store.orders_tx import LoggedMessage, OrdersTx
+from tests.immutable import immutable
 from tests.orders.conftest import REPO, fixture
 
 STRICT = "orders:\n  patients:\n    sex_codes: [F, M]\n"
@@ -91,6 +93,39 @@ async def test_replay_a_dead_letter_after_the_fix(tmp_path):
     assert "(3 message(s))" in cli(cfg, "list").stdout
     refused = cli(cfg, "replay", "3")
     assert refused.returncode == 1 and "only rejected messages are replayed" in refused.stderr
+
+
+
+def logged(cfg: Path) -> list[LoggedMessage]:
+    settings = load_settings(cfg, {})
+    store = open_store(settings.store, settings.data_dir)
+    try:
+        return store.write_one(lambda tx: OrdersTx(tx).list_messages(limit=100))
+    finally:
+        store.close()
+
+
+async def test_replay_on_a_read_only_store_says_so_and_stores_nothing(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, STRICT)
+    assert await receive(cfg, UNKNOWN_SEX) == ["AE"]
+    write_config(tmp_path)  # fixed: the replay would be accepted and insert a step
+    before = logged(cfg)
+    with immutable(tmp_path / "data" / "bridge.sqlite3"):
+        res = cli(cfg, "replay", "1")
+    assert (res.returncode, res.stdout) == (1, "")  # not "replayed as #None: AR store failed"
+    assert res.stderr.splitlines() == [
+        # The intake's own log line (no logging configured: Python's last resort)...
+        "store failed for message LC-0001 from replay of #1: attempt to write a readonly "
+        "database",
+        "store error: the replayed message could not be stored (logged above); "
+        "message #1 is not replayed"]
+    assert logged(cfg) == before
+    settings = load_settings(cfg, {})
+    store = open_store(settings.store, settings.data_dir)
+    try:
+        assert store.list_steps() == []
+    finally:
+        store.close()
 
 
 async def test_purge_uses_the_configured_retention(tmp_path):

@@ -1,15 +1,21 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
+from bridge.outbound.sender import OutboxSender
+from bridge.outbound.settings import OutboundDestination
 from bridge.store import SqliteStore, Store, outbox_tx
 from bridge.store.outbox_tx import NewMessage
 from tests.store.conftest import store  # noqa: F401 - both backends, for the outbox SQL
 
-from .mllp_receiver import MllpReceiver
+from .mllp_receiver import MllpReceiver, Received
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "mappings" / "outbound"
@@ -45,3 +51,49 @@ def queue(target: Store, destination: str, items: list[tuple[str, str]]) -> list
     (ids,) = target.write([lambda tx: outbox_tx.enqueue(tx, rows)])
     assert not isinstance(ids, BaseException), ids
     return ids
+
+
+def destination(port: int, **kw: object) -> OutboundDestination:
+    base: dict[str, object] = dict(name="ris", port=port, ack_timeout_s=0.5,
+                                   connect_timeout_s=0.5, backoff_initial_s=0.05,
+                                   backoff_max_s=0.2, max_connections=2)
+    base.update(kw)
+    return OutboundDestination.model_validate(base)
+
+
+async def until(check: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def states(target: Store) -> dict[str, str]:
+    return {m.control_id: m.state for m in outbox_tx.list_messages(target, limit=1000)}
+
+
+def pending(target: Store) -> int:
+    return outbox_tx.count_by_state(target).get("pending", 0)
+
+
+def assert_in_order(received: list[Received], order: str, events: list[str]) -> None:
+    """Every arrival of an earlier event precedes every arrival of a later one."""
+    ids = [f"{order}-{e}" for e in events]
+    positions = [[i for i, m in enumerate(received) if m.control_id == cid] for cid in ids]
+    for cid, pos in zip(ids, positions, strict=True):
+        assert pos, f"{cid} never arrived"
+    for earlier, later in itertools.pairwise(positions):
+        assert max(earlier) < min(later), [m.control_id for m in received]
+
+
+@asynccontextmanager
+async def running(sender: OutboxSender, *receivers: MllpReceiver) -> AsyncIterator[OutboxSender]:
+    """The sender, started; on the way out it stops, then the receivers given stop too."""
+    await sender.start()
+    try:
+        yield sender
+    finally:
+        await sender.stop()
+        for r in receivers:
+            r.stop()

@@ -17,8 +17,7 @@ from bridge.store import Store, outbox_tx
 from bridge.store.outbox_tx import OUTBOX_CHANNEL
 from tests.store import conftest as store_fixtures
 
-from .conftest import queue
-from .test_sender import assert_in_order, destination, pending, until
+from .conftest import assert_in_order, destination, pending, queue, until
 
 pg_dsn = store_fixtures.pg_dsn  # the fixtures: two instances on one database
 pg_pair = store_fixtures.pg_pair

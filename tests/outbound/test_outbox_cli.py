@@ -8,6 +8,7 @@ import pytest
 
 from bridge.app.cli import main
 from bridge.store import SqliteStore, outbox_tx
+from tests.immutable import immutable
 
 from .conftest import queue
 
@@ -74,3 +75,24 @@ def test_retry_requeues_dead_letters_and_says_what_it_skipped(config, capsys):
     assert (code, out.strip()) == (0, "re-queued 0 message(s)")
     code, _, err = run(capsys, config, "outbox", "retry")
     assert (code, err.strip()) == (2, "give message IDs, or --dead for every dead letter")
+
+
+
+def messages(config: Path) -> list[outbox_tx.OutboxMessage]:
+    store = SqliteStore(config.parent / "data" / "bridge.sqlite3")
+    try:
+        return outbox_tx.list_messages(store, states=[])
+    finally:
+        store.close()
+
+
+def test_retry_on_a_read_only_store_says_so_and_requeues_nothing(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = messages(config)
+    assert [(m.id, m.state) for m in before] == [(1, "sent"), (2, "pending"), (3, "dead")]
+    with immutable(config.parent / "data" / "bridge.sqlite3"):
+        code, out, err = run(capsys, str(config), "outbox", "retry", "--dead")
+    assert (code, out) == (1, "")  # not "re-queued 1 message(s): 3"
+    assert err.splitlines() == ["store error: OperationalError: attempt to write a readonly "
+                                "database; no message is re-queued"]
+    assert messages(config) == before

@@ -4,53 +4,15 @@ restarts. No timing assertions: each test waits for a state, with a deadline."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
 
 from bridge.outbound.sender import OutboxSender
-from bridge.outbound.settings import OutboundDestination
 from bridge.store import SqliteStore, Store, outbox_tx
 
-from .conftest import queue
+from .conftest import assert_in_order, destination, pending, queue, running, states, until
 from .mllp_receiver import MllpReceiver, Received, Reply, reserve_port
-
-
-def destination(port: int, **kw: object) -> OutboundDestination:
-    base: dict[str, object] = dict(name="ris", port=port, ack_timeout_s=0.5,
-                                   connect_timeout_s=0.5, backoff_initial_s=0.05,
-                                   backoff_max_s=0.2, max_connections=2)
-    base.update(kw)
-    return OutboundDestination.model_validate(base)
-
-
-async def until(check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
-
-
-def states(store: Store) -> dict[str, str]:
-    return {m.control_id: m.state for m in outbox_tx.list_messages(store, limit=1000)}
-
-
-def pending(store: Store) -> int:
-    return outbox_tx.count_by_state(store).get("pending", 0)
-
-
-def assert_in_order(received: list[Received], order: str, events: list[str]) -> None:
-    """Every arrival of an earlier event precedes every arrival of a later one."""
-    ids = [f"{order}-{e}" for e in events]
-    positions = [[i for i, m in enumerate(received) if m.control_id == cid] for cid in ids]
-    for cid, pos in zip(ids, positions, strict=True):
-        assert pos, f"{cid} never arrived"
-    for earlier, later in itertools.pairwise(positions):
-        assert max(earlier) < min(later), [m.control_id for m in received]
 
 
 async def test_messages_of_one_order_go_in_order_and_orders_in_parallel(store, receiver):
@@ -58,11 +20,8 @@ async def test_messages_of_one_order_go_in_order_and_orders_in_parallel(store, r
                          ("C", "CM")])
     sender = OutboxSender(store, [destination(receiver.port, max_connections=3)],
                           poll_interval_s=0.2)
-    await sender.start()
-    try:
+    async with running(sender):
         await until(lambda: pending(store) == 0)
-    finally:
-        await sender.stop()
     got = receiver.distinct()
     assert len(got) == 6
     assert_in_order(got, "A", ["IP", "CM"])
@@ -130,12 +89,8 @@ async def test_ar_is_a_dead_letter_and_ca_is_done(sqlite_store):
                                                        else "CA"))
     receiver.start()
     sender = OutboxSender(sqlite_store, [destination(receiver.port)], poll_interval_s=0.2)
-    await sender.start()
-    try:
+    async with running(sender, receiver):
         await until(lambda: pending(sqlite_store) == 0)
-    finally:
-        await sender.stop()
-        receiver.stop()
     assert states(sqlite_store) == {"A-IP": "dead", "B-IP": "sent"}
     (dead,) = outbox_tx.list_messages(sqlite_store, states=["dead"])
     assert dead.last_error == "AR: no reason given"
@@ -167,12 +122,8 @@ async def test_a_reply_for_another_message_is_not_taken_as_the_ack(sqlite_store)
 
     receiver._serve = serve  # type: ignore[method-assign]
     sender = OutboxSender(sqlite_store, [destination(receiver.port)], poll_interval_s=0.2)
-    await sender.start()
-    try:
+    async with running(sender, receiver):
         await until(lambda: pending(sqlite_store) == 0)
-    finally:
-        await sender.stop()
-        receiver.stop()
     (msg,) = outbox_tx.list_messages(sqlite_store)
     assert msg.state == "sent" and msg.attempts == 2
     assert sender.stats.retries == 1
@@ -219,12 +170,9 @@ async def test_each_destination_gets_its_own_copy_and_pace(sqlite_store, receive
     sender = OutboxSender(sqlite_store, [destination(receiver.port),
                                          destination(down, name="pacs")],
                           poll_interval_s=0.2)
-    await sender.start()
-    try:
+    async with running(sender):
         await until(lambda: len(outbox_tx.list_messages(sqlite_store, states=["sent"])) == 2)
         await until(lambda: sender.stats.retries >= 2)
-    finally:
-        await sender.stop()
     by_dest = {(m.destination, m.control_id): m.state
                for m in outbox_tx.list_messages(sqlite_store)}
     assert by_dest == {("ris", "A-IP"): "sent", ("ris", "A-CM"): "sent",
@@ -235,7 +183,12 @@ async def test_each_destination_gets_its_own_copy_and_pace(sqlite_store, receive
     assert pacs["A-IP"].attempts >= 2 and pacs["A-CM"].attempts == 0
 
 
-async def test_wake_from_another_thread_sends_at_once(sqlite_store, receiver, monkeypatch):
+@pytest.mark.parametrize("thread", ["loop", "other"])
+async def test_wake_sends_a_message_queued_while_the_dispatcher_sleeps(
+        sqlite_store: Store, receiver: MllpReceiver, monkeypatch: pytest.MonkeyPatch,
+        thread: str) -> None:
+    """wake() on the loop's own thread (a commit callback) or from another one (the MPPS
+    handlers): a message queued while the dispatcher sleeps for an hour goes at once."""
     # A spy on the store read the dispatcher makes last before it sleeps, once it has
     # found no message due: the message is queued only after that poll is over.
     polled_empty = threading.Event()
@@ -249,16 +202,15 @@ async def test_wake_from_another_thread_sends_at_once(sqlite_store, receiver, mo
 
     monkeypatch.setattr(outbox_tx, "next_due", next_due)
     sender = OutboxSender(sqlite_store, [destination(receiver.port)], poll_interval_s=3600)
-    await sender.start()
-    try:
-        # The dispatcher found nothing and sleeps for an hour.
+    async with running(sender):
         assert await asyncio.to_thread(polled_empty.wait, 30.0), "the dispatcher never polled"
         queue(sqlite_store, "ris", [("A", "IP")])
-        await asyncio.to_thread(sender.wake)
-        await asyncio.to_thread(receiver.wait_for, 1, 30.0)
-    finally:
-        await sender.stop()
-    assert receiver.messages[0].control_id == "A-IP"
+        if thread == "loop":
+            sender.wake()
+        else:
+            await asyncio.to_thread(sender.wake)
+        await until(lambda: states(sqlite_store) == {"A-IP": "sent"}, timeout=30)
+    assert [m.control_id for m in receiver.messages] == ["A-IP"]
 
 
 @pytest.mark.parametrize("code", ["AE", "AR", "CR"])

@@ -16,8 +16,8 @@ from bridge.store import Store, outbox_tx
 from bridge.store.outbox_tx import NewMessage
 from tests.audit.rsyslog import built_events, summary
 
+from .conftest import destination, pending, running, states, until
 from .mllp_receiver import MllpReceiver, Reply
-from .test_sender import destination, pending, states, until
 
 SOURCE = AuditSource("MWLBRIDGE-T", "SITE")
 
@@ -46,12 +46,8 @@ async def test_a_delivered_status_message_is_one_export_naming_destination_and_p
     trail = AuditTrail(Local("MWLBRIDGE", "4242", "bridge.test"))
     sender = OutboxSender(sqlite_store, [destination(receiver.port)], poll_interval_s=0.05,
                           audit=trail)
-    await sender.start()
-    try:
+    async with running(sender, receiver):
         await until(lambda: pending(sqlite_store) == 0)
-    finally:
-        await sender.stop()
-        receiver.stop()
     assert states(sqlite_store) == {"C-1": "sent", "C-2": "dead"}
     (export,) = built(trail)  # the dead letter C-2 was not exported
     assert summary(export).startswith("110106/")  # DCM 110106 Export

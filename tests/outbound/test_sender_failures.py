@@ -14,9 +14,8 @@ from bridge.outbound import sender as sender_module
 from bridge.outbound.sender import OutboxSender
 from bridge.store import Store, outbox_tx
 
-from .conftest import queue
+from .conftest import destination, pending, queue, running, states, until
 from .mllp_receiver import MllpReceiver, reserve_port
-from .test_sender import destination, pending, states, until
 
 
 async def test_an_unreadable_outbox_is_logged_and_polled_again_until_it_recovers(
@@ -35,11 +34,8 @@ async def test_an_unreadable_outbox_is_logged_and_polled_again_until_it_recovers
     monkeypatch.setattr(outbox_tx, "due_heads", failing)
     sender = OutboxSender(sqlite_store, [destination(receiver.port)], poll_interval_s=0.05)
     with caplog.at_level(logging.ERROR, logger="bridge.outbound.sender"):
-        await sender.start()
-        try:
+        async with running(sender):
             await until(lambda: pending(sqlite_store) == 0)
-        finally:
-            await sender.stop()
     unreadable = [r.getMessage() for r in caplog.records
                   if "cannot be read" in r.getMessage()]
     # Each failed poll says so, names the destination and the error's kind only.
@@ -67,8 +63,7 @@ async def test_a_retry_that_cannot_be_recorded_leaves_the_message_pending_and_it
     monkeypatch.setattr(sender_module, "LEASE_MARGIN_S", 0.5)
     sender = OutboxSender(sqlite_store, [destination(port)], poll_interval_s=0.05)
     with caplog.at_level(logging.ERROR, logger="bridge.outbound.sender"):
-        await sender.start()
-        try:
+        async with running(sender):
             await until(lambda: len(refused) >= 2)
             # Not recorded: no attempt counted, no error kept, still pending (or still
             # claimed by this sender, which sends it again when the receiver is up).
@@ -81,8 +76,6 @@ async def test_a_retry_that_cannot_be_recorded_leaves_the_message_pending_and_it
                 await until(lambda: pending(sqlite_store) == 0)
             finally:
                 receiver.stop()
-        finally:
-            await sender.stop()
     assert set(refused) == {message_id}
     assert any(r.getMessage().startswith(f"outbox retry of message {message_id} not "
                                          "recorded: database is locked")

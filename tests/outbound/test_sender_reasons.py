@@ -18,7 +18,6 @@ import itertools
 import logging
 import socket
 import ssl
-import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -35,9 +34,8 @@ from bridge.store.sqltx import parse_stamp
 from bridge.telemetry import Metrics
 from tests.tlscerts import Pki, make_pki
 
-from .conftest import queue
+from .conftest import destination, queue, running, until
 from .mllp_receiver import MllpReceiver, Received, Reply, reserve_port
-from .test_sender import destination, until
 from .tls_receiver import TlsMllpReceiver
 
 # The receiver's MSH of most scripted replies (v2.5, "|" and "^~\&").
@@ -102,7 +100,20 @@ DEAD_LETTERS: list[tuple[str, str, str]] = [
     # A receiver in ISO 8859-1 (MSH-18): its text reads as it was written.
     ("LATIN1", reply("MSA|AE|{cid}|Patient M\xfcller unknown", msh=MSH + "||||||8859/1"),
      "AE: Patient M\xfcller unknown"),
+    # Without MSH-18: in the destination's charset (UTF-8 here), and text that is not
+    # valid in it as Latin-1, which reads any byte.
+    ("UTF8BARE", reply("MSA|AE|{cid}|Patient M\xfcller unknown"),
+     "AE: Patient M\xfcller unknown"),
+    ("UTF8MSH18", reply("MSA|AE|{cid}|Patient M\xfcller unknown",
+                        msh=MSH + "||||||UNICODE UTF-8"), "AE: Patient M\xfcller unknown"),
+    ("LATIN1BARE", reply("MSA|AE|{cid}|Patient M\xfcller unknown"),
+     "AE: Patient M\xfcller unknown"),
+    # A blank line before an MSH with its own field separator.
+    ("HASHEOL", "\r\n" + reply("MSA#AR#{cid}#unknown order A", msh=MSH.replace("|", "#")),
+     "AR: unknown order A"),
 ]
+# The replies sent as UTF-8; the others as Latin-1.
+UTF8 = {"UTF8BARE", "UTF8MSH18"}
 RETRIES: list[tuple[str, str, str]] = [
     ("CEMSA3", reply("MSA|CE|{cid}|database busy"), "reply CE"),
     ("NOTACK", "ERROR: bad message\r\n", "reply without MSA"),
@@ -153,7 +164,8 @@ async def test_negative_acks_are_dead_letters_with_the_receivers_text(
     reply without MSA: pending, retried."""
     cases = DEAD_LETTERS + RETRIES
     queue(sqlite_store, "ris", [(case, "IP") for case, _, _ in cases])
-    replies = {f"{case}-IP": text.encode("latin-1") for case, text, _ in cases}
+    replies = {f"{case}-IP": text.encode("utf-8" if case in UTF8 else "latin-1")
+               for case, text, _ in cases}
     dead = {f"{case}-IP" for case, _, _ in DEAD_LETTERS}
 
     def settled() -> bool:
@@ -165,11 +177,8 @@ async def test_negative_acks_are_dead_letters_with_the_receivers_text(
         metrics = Metrics(destinations=["ris"])
         sender = OutboxSender(sqlite_store, [destination(port, max_connections=4)],
                               poll_interval_s=0.05, metrics=metrics)
-        await sender.start()
-        try:
+        async with running(sender):
             await until(settled, timeout=20)
-        finally:
-            await sender.stop()
     got = rows(sqlite_store)
     assert {cid: (got[cid].state, got[cid].last_error) for cid in replies} == {
         f"{case}-IP": ("dead" if f"{case}-IP" in dead else "pending", reason)
@@ -201,12 +210,8 @@ async def test_an_ar_with_err_from_the_receiver_is_the_dead_letters_reason(
                                                      backoff_initial_s=0.2, backoff_max_s=1)],
                           poll_interval_s=0.05, metrics=metrics)
     caplog.set_level(logging.DEBUG, logger="bridge.outbound.sender")
-    await sender.start()
-    try:
+    async with running(sender, receiver):
         await until(lambda: rows(sqlite_store)["A-SC"].state == "sent", timeout=20)
-    finally:
-        await sender.stop()
-        receiver.stop()
     refused = rows(sqlite_store)["A-IP"]
     assert (refused.state, refused.attempts) == ("dead", 1)  # refused once, not retried
     assert refused.last_error == ("AR: order A is unknown here; "
@@ -226,11 +231,31 @@ async def test_an_ar_with_err_from_the_receiver_is_the_dead_letters_reason(
 
 def test_a_reply_that_is_not_hl7_has_no_reason_text() -> None:
     # Only MSA-3 and ERR are reasons: a line that merely starts like "ERR" is not one.
-    assert _reply_text(b"ERROR: bad message\r\n") == ""
-    assert _reply_text(b"<html>ERR</html>") == ""
+    assert _reply_text(b"ERROR: bad message\r\n", "UNICODE UTF-8") == ""
+    assert _reply_text(b"<html>ERR</html>", "UNICODE UTF-8") == ""
     # Segments without an MSH still give theirs.
-    assert _reply_text(b"MSA|AE|A-IP|unknown order A\rERR|||207^x^HL70357") == (
-        "unknown order A; 207^x^HL70357")
+    assert _reply_text(b"MSA|AE|A-IP|unknown order A\rERR|||207^x^HL70357",
+                       "UNICODE UTF-8") == "unknown order A; 207^x^HL70357"
+
+
+@pytest.mark.parametrize(("msh18", "charset", "data", "reason"), [
+    # No MSH-18: the destination's charset, whatever it is.
+    pytest.param("", "8859/1", "M\xfcller".encode(), "M\xc3\xbcller", id="destination"),
+    pytest.param("", "8859/5", "\u0416".encode("iso8859-5"), "\u0416", id="cyrillic"),
+    # The reply's own MSH-18 wins over the destination's charset.
+    pytest.param("8859/1", "UNICODE UTF-8", "M\xfcller".encode(), "M\xc3\xbcller",
+                 id="msh18-wins"),
+    # An MSH-18 that names no charset: the destination's.
+    pytest.param("KLINGON", "UNICODE UTF-8", "M\xfcller".encode(), "M\xfcller",
+                 id="unknown-msh18"),
+    # Neither decodes it: Latin-1 keeps every byte readable.
+    pytest.param("UNICODE UTF-8", "UNICODE UTF-8", "M\xfcller".encode("latin-1"),
+                 "M\xfcller", id="latin1-last"),
+])
+def test_a_reason_is_read_in_the_replys_charset_else_the_destinations(
+        msh18: str, charset: str, data: bytes, reason: str) -> None:
+    ack = f"{MSH}{'|' * 6}{msh18}\r".encode() if msh18 else f"{MSH}\r".encode()
+    assert _reply_text(ack + b"MSA|AE|A-IP|" + data + b"\r", charset) == reason
 
 
 # --- connection and TLS failures -----------------------------------------------------
@@ -276,11 +301,8 @@ async def test_a_refused_connection_is_recorded_with_host_and_port(sqlite_store:
     port = reserve_port()  # nobody listens
     queue(sqlite_store, "ris", [("A", "IP")])
     sender = OutboxSender(sqlite_store, [destination(port)], poll_interval_s=0.05)
-    await sender.start()
-    try:
+    async with running(sender):
         await until(lambda: outbox_tx.list_messages(sqlite_store)[0].attempts >= 1, timeout=20)
-    finally:
-        await sender.stop()
     assert first_error(sqlite_store) == (
         f"cannot connect to 127.0.0.1:{port}: [Errno 111] Connect call failed "
         f"('127.0.0.1', {port})")
@@ -291,12 +313,9 @@ async def test_a_tls_handshake_that_times_out_names_host_port_and_time_once(
     queue(sqlite_store, "ris", [("A", "IP")])
     with silent_listener() as port:
         sender = OutboxSender(sqlite_store, [tls_destination(port)], poll_interval_s=0.05)
-        await sender.start()
-        try:
+        async with running(sender):
             await until(lambda: outbox_tx.list_messages(sqlite_store)[0].attempts >= 1,
                         timeout=20)
-        finally:
-            await sender.stop()
     # connect_timeout_s + handshake_timeout_s; the address is in it once, not twice.
     assert first_error(sqlite_store) == f"connecting to 127.0.0.1:{port} took over 0.4 s"
 
@@ -425,12 +444,8 @@ async def test_each_retry_waits_twice_as_long_up_to_the_cap(
                                                      backoff_max_s=cap)],
                           poll_interval_s=0.05, metrics=metrics)
     caplog.set_level(logging.WARNING, logger="bridge.outbound.sender")
-    await sender.start()
-    try:
+    async with running(sender, receiver):
         await until(watch, timeout=20)
-    finally:
-        await sender.stop()
-        receiver.stop()
     warnings = [r.getMessage() for r in caplog.records if r.name == "bridge.outbound.sender"]
     assert warnings[:3] == [
         f"status message A-IP to ris not delivered (reply CE); retry {n} in {d} s"
@@ -460,39 +475,11 @@ async def test_a_failing_receiver_pauses_the_destination_not_only_the_message(
                                                      backoff_initial_s=0.2,
                                                      backoff_max_s=0.2)],
                           poll_interval_s=0.05)
-    await sender.start()
-    try:
+    async with running(sender, receiver):
         got = await asyncio.to_thread(receiver.wait_for, 3, 20.0)
-    finally:
-        await sender.stop()
-        receiver.stop()
     assert got[0].control_id == "A-IP"
     gaps = [later.arrived - earlier.arrived for earlier, later in itertools.pairwise(got[:3])]
     assert min(gaps) >= 0.2, gaps
-
-
-async def test_wake_sends_a_message_queued_while_the_dispatcher_sleeps(
-        sqlite_store: Store, receiver: MllpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
-    idle = threading.Event()  # the dispatcher found nothing due (and sleeps an hour)
-    real_next_due = outbox_tx.next_due
-
-    def next_due(store: Store, name: str) -> str | None:
-        due = real_next_due(store, name)
-        if due is None:
-            idle.set()
-        return due
-
-    monkeypatch.setattr(outbox_tx, "next_due", next_due)
-    sender = OutboxSender(sqlite_store, [destination(receiver.port)], poll_interval_s=3600)
-    await sender.start()
-    try:
-        assert await asyncio.to_thread(idle.wait, 20.0), "the dispatcher never polled"
-        queue(sqlite_store, "ris", [("A", "IP")])
-        sender.wake()  # on the loop's own thread, as a commit callback would
-        await until(lambda: rows(sqlite_store)["A-IP"].state == "sent", timeout=20)
-    finally:
-        await sender.stop()
-    assert [m.control_id for m in receiver.messages] == ["A-IP"]
 
 
 def test_wake_before_start_and_after_the_loop_closed_does_nothing(
@@ -533,14 +520,10 @@ async def test_a_plain_receiver_hanging_up_gets_no_tls_hint_and_a_new_connection
     sender = OutboxSender(sqlite_store, [destination(receiver.port, max_connections=1,
                                                      backoff_initial_s=0.5, backoff_max_s=0.5)],
                           poll_interval_s=0.05)
-    await sender.start()
-    try:
+    async with running(sender, receiver):
         await until(lambda: outbox_tx.list_messages(sqlite_store)[0].attempts >= 1, timeout=20)
         assert first_error(sqlite_store) == "the peer closed the connection before replying"
         await until(lambda: rows(sqlite_store)["A-IP"].state == "sent", timeout=20)
-    finally:
-        await sender.stop()
-        receiver.stop()
     assert answered == ["A-IP", "A-IP"] and receiver.connections == 2
 
 
@@ -550,15 +533,12 @@ async def test_an_idle_connection_is_replaced_by_a_new_one(sqlite_store: Store,
     sender = OutboxSender(sqlite_store, [destination(receiver.port, max_connections=1,
                                                      idle_close_s=0.1)],
                           poll_interval_s=0.05)
-    await sender.start()
-    try:
+    async with running(sender):
         await until(lambda: rows(sqlite_store)["A-IP"].state == "sent", timeout=20)
         # Idle for longer than idle_close_s: the time itself is what is tested here.
         await asyncio.sleep(0.3)
         queue(sqlite_store, "ris", [("B", "IP")])
         sender.wake()
         await until(lambda: rows(sqlite_store)["B-IP"].state == "sent", timeout=20)
-    finally:
-        await sender.stop()
     assert [m.control_id for m in receiver.messages] == ["A-IP", "B-IP"]
     assert receiver.connections == 2  # the idle one was closed, not reused

@@ -8,9 +8,8 @@ from bridge.hl7 import encode_frame
 from bridge.outbound.sender import OutboxSender
 from bridge.store import outbox_tx
 
-from .conftest import queue
+from .conftest import destination, pending, queue, running, until
 from .mllp_receiver import MllpReceiver, Received, Reply
-from .test_sender import destination, pending, until
 
 
 def only(store) -> outbox_tx.OutboxMessage:
@@ -28,8 +27,7 @@ async def test_ce_is_retried_and_the_retry_is_recorded(sqlite_store):
     receiver = MllpReceiver(respond=respond)
     receiver.start()
     sender = OutboxSender(sqlite_store, [destination(receiver.port)], poll_interval_s=0.2)
-    await sender.start()
-    try:
+    async with running(sender, receiver):
         # The CE is on record before anything else happens: pending, one attempt, why.
         await until(lambda: only(sqlite_store).attempts >= 1)
         msg = only(sqlite_store)
@@ -37,9 +35,6 @@ async def test_ce_is_retried_and_the_retry_is_recorded(sqlite_store):
         assert sender.stats.retries >= 1 and sender.stats.sent == 0 and sender.stats.dead == 0
         answer["code"] = "CA"
         await until(lambda: pending(sqlite_store) == 0)
-    finally:
-        await sender.stop()
-        receiver.stop()
     msg = only(sqlite_store)
     assert msg.state == "sent" and msg.last_error == "" and msg.attempts >= 2
     assert sender.stats.sent == 1 and sender.stats.dead == 0
@@ -64,17 +59,13 @@ async def test_a_reply_without_msa_is_retried_and_recorded(sqlite_store):
 
     receiver._serve = serve  # type: ignore[method-assign]
     sender = OutboxSender(sqlite_store, [destination(receiver.port)], poll_interval_s=0.2)
-    await sender.start()
-    try:
+    async with running(sender, receiver):
         await until(lambda: only(sqlite_store).attempts >= 1)
         msg = only(sqlite_store)
         assert (msg.state, msg.last_error) == ("pending", "reply without MSA")
         assert sender.stats.sent == 0 and sender.stats.dead == 0
         bare["on"] = False
         await until(lambda: pending(sqlite_store) == 0)
-    finally:
-        await sender.stop()
-        receiver.stop()
     msg = only(sqlite_store)
     assert msg.state == "sent" and msg.attempts >= 2
     assert sender.stats.sent == 1 and sender.stats.dead == 0

@@ -22,7 +22,7 @@ from bridge.store.outbox_tx import NewMessage
 from bridge.tls import TlsConfigError
 from tests.tlscerts import Pki, make_pki
 
-from .test_sender import pending, states, until
+from .conftest import pending, running, states, until
 from .tls_receiver import TlsMllpReceiver
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,8 +126,7 @@ async def test_receiver_from_another_ca_is_refused_and_the_message_waits(
     queue_status(sqlite_store, ["IP"])
     caplog.set_level(logging.DEBUG, logger="bridge")
     sender = OutboxSender(sqlite_store, destinations(cfg), poll_interval_s=0.2)
-    await sender.start()
-    try:
+    async with running(sender):
         await until(lambda: recorded_attempts(sqlite_store) >= 2)
         await impostor.close()
         (waiting,) = outbox_tx.list_messages(sqlite_store)
@@ -154,8 +153,6 @@ async def test_receiver_from_another_ca_is_refused_and_the_message_waits(
             await until(lambda: pending(sqlite_store) == 0)
         finally:
             await receiver.close()
-    finally:
-        await sender.stop()
     assert states(sqlite_store) == {"A-IP": "sent"}
     assert [m.control_id for m in receiver.messages] == ["A-IP"]
 
@@ -239,7 +236,8 @@ def test_unreadable_tls_file_is_reported_by_check_config(tmp_path, pki, capsys):
         "is not a readable file")
     # The sender builds the same contexts when the daemon starts.
     with pytest.raises(TlsConfigError, match=r"^outbound\.destinations\[1\]\.tls\.ca_file: "):
-        OutboxSender(SqliteStore(tmp_path / "unused.sqlite3"), destinations(cfg))
+        OutboxSender(SqliteStore(tmp_path / "unused.sqlite3"), destinations(cfg),
+                     poll_interval_s=1)
 
 
 def test_unreadable_tls_file_stops_serve_at_start(tmp_path, pki):

@@ -5,18 +5,22 @@ empty stored values, name component groups, and sequence items.
 
 Everything goes through ``build_query`` and ``PlannedQuery.accepts`` (the
 post-filter), the path the SCP takes for keys without an indexed column, or
-through the store matches it plans for indexed keys. Pure and fast: no store,
-no association.
+through the store matches it plans for indexed keys. Pure and fast: no association,
+and a store (SQLite) only where the answer is the store's own (the SPS start).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from pydicom import Dataset
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.tag import BaseTag, Tag
 
-from bridge.store.query import AnyOf, Column, Exact
+from bridge.store.query import AnyOf, Column, Exact, Range
+from bridge.store.sqlite import SqliteStore
 from bridge.worklist.query import UNABLE_TO_PROCESS, QueryError, build_query
 from bridge.worklist.settings import WorklistSettings
 
@@ -125,6 +129,74 @@ def test_an_equal_ended_time_range_is_one_second() -> None:
     plan = build_query(dataset(PatientBirthTime="100000-100000"), NO_HIDDEN)
     assert plan.accepts(dataset(PatientBirthTime="100000"))
     assert not plan.accepts(dataset(PatientBirthTime="100001"))
+
+
+
+# --- TM: the leap second (SS = 60, PS3.5 table 6.2-1) at a bound of reduced precision ---
+
+LEAP = [
+    # "2359", "23" and a range ending "2359" hold the whole last minute, 23:59:60 too
+    ("2359", "235960", True), ("23", "235960", True), ("2300-2359", "235960", True),
+    ("2359", "235959", True), ("2358", "235960", False), ("2358", "235900", False),
+    # a full-precision key is that second alone
+    ("235959", "235960", False), ("235960", "235960", True), ("2359-235959", "235960", False),
+]
+
+
+@pytest.mark.parametrize(("query", "stored", "found"), LEAP)
+def test_a_minute_or_hour_upper_bound_holds_its_leap_second(query: str, stored: str,
+                                                            found: bool) -> None:
+    # The post-filter, on keys without a column: top level and in the SPS item.
+    assert accepts(dataset(PatientBirthTime=query), dataset(PatientBirthTime=stored)) is found
+    assert accepts(with_sps(dataset(ScheduledProcedureStepEndTime=query)),
+                   with_sps(dataset(ScheduledProcedureStepEndTime=stored))) is found
+
+
+@pytest.mark.parametrize(("date", "time", "expected"), [
+    ("", "2359", Range(Column.SPS_START_TIME, "235900", "235960")),
+    ("", "23", Range(Column.SPS_START_TIME, "230000", "235960")),
+    ("", "2300-2359", Range(Column.SPS_START_TIME, "230000", "235960")),
+    ("", "2358", Range(Column.SPS_START_TIME, "235800", "235860")),
+    # with a date, one date-time range; an open time still ends at the day's leap second
+    ("20261231", "2359", Range(Column.SPS_START, "20261231235900", "20261231235960")),
+    ("20261231", "2300-", Range(Column.SPS_START, "20261231230000", "20261231235960")),
+])
+def test_the_store_bounds_of_the_sps_start_hold_the_leap_second(date: str, time: str,
+                                                                 expected: Range) -> None:
+    sps = dataset(ScheduledProcedureStepStartTime=time)
+    if date:
+        sps.ScheduledProcedureStepStartDate = date
+    assert build_query(with_sps(sps), NO_HIDDEN).query.matches == (expected,)
+
+
+WHOLE_MINUTE = ["MINUTE", "LAST", "LEAP"]  # in schedule order, as the store answers
+
+
+@pytest.mark.parametrize(("date", "time", "found"), [
+    ("", "2359", WHOLE_MINUTE), ("", "23", WHOLE_MINUTE), ("", "2300-2359", WHOLE_MINUTE),
+    ("", "2358", []), ("", "235959", ["LAST"]),
+    ("20261231", "2359", WHOLE_MINUTE), ("20261231", "2300-", WHOLE_MINUTE),
+])
+def test_the_store_finds_a_leap_second_as_the_post_filter_does(
+        tmp_path: Path, item: Callable[..., Dataset], date: str, time: str,
+        found: list[str]) -> None:
+    # The SPS start is matched in SQL alone (an indexed column, no post-filter): the
+    # stored column holds "235960" (bridge/store/items.py, pad_time), compared as text.
+    store = SqliteStore(tmp_path / "bridge.sqlite3")
+    store.migrate()
+    try:
+        store.upsert_steps([
+            item("DOE^JOHN", f"P{n}", accession, f"1.2.3.{n}", "CT01", "CT", "20261231", at)
+            for n, (accession, at) in enumerate(
+                [("MINUTE", "235900"), ("LAST", "235959"), ("LEAP", "235960")])])
+        sps = dataset(ScheduledProcedureStepStartTime=time)
+        if date:
+            sps.ScheduledProcedureStepStartDate = date
+        plan = build_query(with_sps(sps), NO_HIDDEN)
+        assert plan.post_filter == ()
+        assert [str(ds.AccessionNumber) for ds in store.query(plan.query)] == found
+    finally:
+        store.close()
 
 
 # --- DA ---

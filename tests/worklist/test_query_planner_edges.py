@@ -318,7 +318,7 @@ def test_a_reversed_time_range_with_a_date_range_is_one_night() -> None:
     # first day to 06:00 on the second is valid although 2200 > 0600.
     plan = build_query(ident({"ScheduledProcedureStepStartDate": "20261127-20261128",
                               "ScheduledProcedureStepStartTime": "2200-0600"}), NO_HIDDEN)
-    assert plan.query.matches == (Range(Column.SPS_START, "20261127220000", "20261128060059"),)
+    assert plan.query.matches == (Range(Column.SPS_START, "20261127220000", "20261128060060"),)
 
 
 # --- values given in code ------------------------------------------------------------------

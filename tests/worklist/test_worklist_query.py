@@ -163,13 +163,15 @@ def test_date_matching(value, expected):
     assert matches(ident({"ScheduledProcedureStepStartDate": value})) == {expected}
 
 
+# An upper bound of reduced precision ends at second 60 of its last minute: TM allows
+# a leap second (PS3.5 table 6.2-1), and "0800" is the whole minute, 08:00:60 included.
 @pytest.mark.parametrize(("value", "expected"), [
     ("080000", Exact(Column.SPS_START_TIME, "080000")),
-    ("0800", Range(Column.SPS_START_TIME, "080000", "080059")),
-    ("08", Range(Column.SPS_START_TIME, "080000", "085959")),
-    ("0800-1000", Range(Column.SPS_START_TIME, "080000", "100059")),
+    ("0800", Range(Column.SPS_START_TIME, "080000", "080060")),
+    ("08", Range(Column.SPS_START_TIME, "080000", "085960")),
+    ("0800-1000", Range(Column.SPS_START_TIME, "080000", "100060")),
     ("0800-", Range(Column.SPS_START_TIME, "080000", None)),
-    ("-1000", Range(Column.SPS_START_TIME, None, "100059")),
+    ("-1000", Range(Column.SPS_START_TIME, None, "100060")),
     ("08:30:15.123", Exact(Column.SPS_START_TIME, "083015")),
 ])
 def test_time_matching(value, expected):
@@ -178,13 +180,13 @@ def test_time_matching(value, expected):
 
 @pytest.mark.parametrize(("date", "time", "expected"), [
     ("20261101-20261130", "0800-1800",
-     Range(Column.SPS_START, "20261101080000", "20261130180059")),
-    ("20261128", "0800-1000", Range(Column.SPS_START, "20261128080000", "20261128100059")),
+     Range(Column.SPS_START, "20261101080000", "20261130180060")),
+    ("20261128", "0800-1000", Range(Column.SPS_START, "20261128080000", "20261128100060")),
     ("20261128", "080000", Exact(Column.SPS_START, "20261128080000")),
     ("20261128-", "1000", Range(Column.SPS_START, "20261128100000", None)),
-    ("-20261128", "-1000", Range(Column.SPS_START, None, "20261128100059")),
-    ("20261128", "-1000", Range(Column.SPS_START, "20261128000000", "20261128100059")),
-    ("20261128", "1000-", Range(Column.SPS_START, "20261128100000", "20261128235959")),
+    ("-20261128", "-1000", Range(Column.SPS_START, None, "20261128100060")),
+    ("20261128", "-1000", Range(Column.SPS_START, "20261128000000", "20261128100060")),
+    ("20261128", "1000-", Range(Column.SPS_START, "20261128100000", "20261128235960")),
 ])
 def test_date_and_time_combine_into_one_range(date, time, expected):
     identifier = ident({"ScheduledProcedureStepStartDate": date,
@@ -196,7 +198,7 @@ def test_open_range_on_both_sides_is_universal():
     assert matches(ident({"ScheduledProcedureStepStartDate": "-"})) == set()
     identifier = ident({"ScheduledProcedureStepStartDate": "-",
                         "ScheduledProcedureStepStartTime": "0800-1000"})
-    assert matches(identifier) == {Range(Column.SPS_START_TIME, "080000", "100059")}
+    assert matches(identifier) == {Range(Column.SPS_START_TIME, "080000", "100060")}
     identifier = ident({"ScheduledProcedureStepStartDate": "20261128",
                         "ScheduledProcedureStepStartTime": "-"})
     assert matches(identifier) == {Exact(Column.SPS_START_DATE, "20261128")}

@@ -41,6 +41,23 @@ def open_store_from(args: argparse.Namespace) -> Store | None:
     return None if settings is None else open_configured_store(settings)
 
 
+def store_failure(why: BaseException | str, undone: str) -> str:
+    """The one line a command prints when the store fails under it, instead of a
+    traceback: ``store error: <why>; <undone>`` (``undone``: what did not happen).
+
+    A StoreError (begin, commit) says what failed; anything else a write job raised is
+    the database driver's own error (e.g. sqlite3's "attempt to write a readonly
+    database"), named by its class, since the drivers share no class to catch and the
+    bare text would not say it came from the database. ``why`` as text: a failure
+    that reached the command only as text (the replay's intake logged the cause).
+    """
+    from bridge.store import StoreError
+
+    if isinstance(why, BaseException) and not isinstance(why, StoreError):
+        why = f"{type(why).__name__}: {why}"
+    return f"store error: {why}; {undone}"
+
+
 def print_help(parser: argparse.ArgumentParser) -> int:
     """A command group run without its action: its help, and the usage exit code."""
     parser.print_help()
@@ -153,7 +170,13 @@ def requeue_command(args: argparse.Namespace, noun: str,
         ids = list(args.ids)
         if args.dead:
             ids += dead(store, args.destination)
-        changed = store.write_one(lambda tx: requeue(tx, ids))
+        try:
+            # write_one raises what the job raised: only store work runs there (the
+            # UPDATEs, and the audit row when audit is on), so it is a store failure.
+            changed = store.write_one(lambda tx: requeue(tx, ids))
+        except Exception as exc:  # noqa: BLE001 - one line for the operator, not a traceback
+            print(store_failure(exc, f"no {noun} is re-queued"), file=sys.stderr)
+            return EXIT_FAILED, []
         skipped = [(i, get(store, i)) for i in sorted(set(ids) - set(changed))]
     finally:
         store.close()
@@ -189,5 +212,4 @@ def audited_requeue(args: argparse.Namespace, action: str, kind: str,
         return requeue  # requeue_command reports the configuration error
     from bridge.audit.offline import OfflineAudit
 
-    return OfflineAudit(settings.audit, settings.dicom.ae_title).audited_requeue(
-        action, kind, requeue)
+    return OfflineAudit.from_settings(settings).audited_requeue(action, kind, requeue)

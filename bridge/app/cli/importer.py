@@ -206,7 +206,7 @@ def _audit_import(settings: Settings, store: Store, args: argparse.Namespace,
     from bridge.audit.offline import ROLE, OfflineAudit
     from bridge.store import StoreError
 
-    audit = OfflineAudit(settings.audit, settings.dicom.ae_title)
+    audit = OfflineAudit.from_settings(settings)
     paths = tuple(str(p.resolve()) for p in args.paths)
     built = [events.bulk_import(
         audit.local, user=audit.user, host=audit.host, paths=paths, fmt=fmt,

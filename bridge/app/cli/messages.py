@@ -26,6 +26,7 @@ from bridge.app.cli.common import (
     EXIT_OK,
     open_configured_store,
     settings_from,
+    store_failure,
 )
 from bridge.app.settings import Settings
 from bridge.store import Store
@@ -180,8 +181,13 @@ def _replay(args: argparse.Namespace) -> int:
     if opened is None:
         return EXIT_CONFIG
     settings, store = opened
+    not_replayed = f"message #{args.id} is not replayed"
     try:
-        original: LoggedMessage | None = _read(store, lambda o: o.get_message(args.id))
+        try:
+            original: LoggedMessage | None = _read(store, lambda o: o.get_message(args.id))
+        except Exception as exc:  # noqa: BLE001 - as write_one: only store work runs there
+            print(store_failure(exc, not_replayed), file=sys.stderr)
+            return EXIT_FAILED
         if original is None:
             print(f"no message #{args.id}", file=sys.stderr)
             return EXIT_FAILED
@@ -200,7 +206,19 @@ def _replay(args: argparse.Namespace) -> int:
                 print(f"  {err}", file=sys.stderr)
             return EXIT_CONFIG
         outcome = asyncio.run(_run_replay(settings, store, mappings, original))
-        _audit_replay(settings, store, original.id, outcome.message_id)
+        if outcome.message_id is None and outcome.ack:
+            # An ACK for a message the log does not hold: the intake's write failed, and
+            # the intake answered AR and logged why (its exception stays there). Nothing
+            # changed, so there is no operator action to audit either.
+            print(store_failure("the replayed message could not be stored (logged above)",
+                                not_replayed), file=sys.stderr)
+            return EXIT_FAILED
+        try:
+            _audit_replay(settings, store, original.id, outcome.message_id)
+        except Exception as exc:  # noqa: BLE001 - as write_one: only store work runs there
+            # The replay itself is stored: say what it did below all the same.
+            print(store_failure(exc, f"the replay of message #{args.id} is not audited"),
+                  file=sys.stderr)
     finally:
         store.close()
     if outcome.message_id is None and not outcome.ack:
@@ -219,7 +237,7 @@ def _audit_replay(settings: Settings, store: Store, replayed: int, as_id: int | 
     """The replay as an operator action of the OS user (bridge/audit/offline.py)."""
     from bridge.audit.offline import OfflineAudit
 
-    audit = OfflineAudit(settings.audit, settings.dicom.ae_title)
+    audit = OfflineAudit.from_settings(settings)
     audit.record(store, [audit.action("message.replay", "message",
                                       [replayed] if as_id is None else [replayed, as_id])])
 

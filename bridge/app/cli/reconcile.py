@@ -13,6 +13,7 @@ Reads only, except ``retry``; may run beside the daemon.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from bridge.app.cli.common import (
@@ -21,6 +22,7 @@ from bridge.app.cli.common import (
     EXIT_OK,
     open_configured_store,
     settings_from,
+    store_failure,
 )
 
 
@@ -99,9 +101,16 @@ def _retry(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     store = open_configured_store(settings)
     try:
-        # write_one raises a failed write (main prints it), where write would hand the
-        # exception back and it would read as "no conflict".
+        # write_one raises a failed write, where write would hand the exception back
+        # and it would read as "no conflict". Besides StoreError (begin, commit), that
+        # is the database driver's own error from the DELETE (e.g. sqlite3's "attempt
+        # to write a readonly database"); the drivers share no class, and the job runs
+        # nothing else, so anything it raises is a store failure.
         cleared = store.write_one(lambda tx: reconcile_tx.clear_conflict(tx, args.step_id))
+    except Exception as exc:  # noqa: BLE001 - one line for the operator, not a traceback
+        print(store_failure(exc, f"the conflict of step {args.step_id} is not cleared"),
+              file=sys.stderr)
+        return EXIT_FAILED
     finally:
         store.close()
     if not cleared:
