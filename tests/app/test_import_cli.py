@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from bridge.app.cli import main
-from bridge.store import SqliteStore, StepFilter
+from bridge.store import SqliteStore, StepFilter, atna_tx
 from bridge.store.orders_tx import OrdersTx
+from tests.immutable import immutable
 from tests.orders.wlfiles import wl_item, write_wl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,3 +162,31 @@ def test_a_dead_worker_process_is_reported(config: Path, tmp_path: Path,
     assert code == 1
     assert ("a worker process reading .wl files died; the batches committed before stay "
             "loaded: run the import again") in capsys.readouterr().err
+
+
+def test_wl_import_on_a_read_only_store_says_so_and_loads_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # With audit on: the import's audit event, written after the failure (_import's
+    # finally), fails too, and says so on a line of its own instead of a traceback.
+    cfg = tmp_path / "mwl-bridge.yaml"
+    cfg.write_text(f"data_dir: {tmp_path / 'data'}\naudit:\n  enabled: true\n",
+                   encoding="utf-8")
+    store = _store(tmp_path)
+    store.migrate()
+    store.close()
+    write_wl(tmp_path / "wl" / "a.wl", wl_item(1))
+    with immutable(tmp_path / "data" / "bridge.sqlite3"):
+        code = main(["--config", str(cfg), "import", "--no-progress", str(tmp_path / "wl"),
+                     "--dead-letters", str(tmp_path / "rejects.jsonl")])
+    captured = capsys.readouterr()
+    assert (code, captured.out) == (1, "")  # no summary: the batch was not loaded
+    readonly = "store error: OperationalError: attempt to write a readonly database"
+    assert captured.err.splitlines() == [
+        f"{readonly}; the batches committed before it stay loaded",
+        f"{readonly}; the import is not audited"]
+    store = _store(tmp_path)
+    try:
+        assert store.count_steps() == 0
+        assert atna_tx.search(store) == ([], 0)
+    finally:
+        store.close()

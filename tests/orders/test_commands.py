@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -139,3 +140,24 @@ async def test_purge_uses_the_configured_retention(tmp_path):
     res = cli(cfg, "purge")
     assert res.stdout.splitlines() == ["purged 0 accepted message(s)",
                                        "purged 0 rejected message(s)"]
+
+
+async def test_purge_on_a_read_only_store_says_so_and_purges_nothing(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)  # the default retention: accepted messages for 30 days
+    assert await receive(cfg, fixture("lifecycle-nw.hl7")) == ["AA"]
+    db = tmp_path / "data" / "bridge.sqlite3"
+    aged = sqlite3.connect(db)  # received long ago: due for the purge
+    try:
+        with aged:
+            aged.execute("UPDATE message_log SET received_at = '2020-01-01T00:00:00+00:00'")
+    finally:
+        aged.close()
+    before = logged(cfg)
+    assert [m.control_id for m in before] == ["LC-0001"]
+    with immutable(db):
+        res = cli(cfg, "purge")
+    assert (res.returncode, res.stdout) == (1, "")  # not a traceback
+    assert res.stderr.splitlines() == [
+        "store error: OperationalError: attempt to write a readonly database; "
+        "the purge stopped; the batches purged before it stay purged"]
+    assert logged(cfg) == before

@@ -15,6 +15,7 @@ import inspect
 import logging
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -269,6 +270,62 @@ async def test_a_message_due_later_is_sent_when_due_without_a_wake(
     async with running(sender):
         await until(lambda: states(sqlite_store) == {"A-IP": "sent"}, timeout=20)
     assert [m.control_id for m in receiver.messages] == ["A-IP"]
+
+
+async def test_an_instance_claims_no_more_than_its_free_connections(
+        sqlite_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two instances, one connection each. While "me" waits for A's ACK, it neither
+    reads nor claims more (its only connection is busy), so "other" sends B meanwhile;
+    a claim on B that "me" could not send yet would hold B back until A's ACK."""
+    reads: list[frozenset[str]] = []  # busy_orders of every outbox read
+    real = outbox_tx.due_heads
+
+    def due_heads(*args: Any, **kwargs: Any) -> Any:
+        reads.append(frozenset(kwargs.get("busy_orders", ())))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(outbox_tx, "due_heads", due_heads)
+    release = threading.Event()
+
+    def respond(msg: Received, _: int) -> Reply:
+        if msg.control_id == "A-IP":
+            release.wait(30)
+        return Reply()
+
+    receiver = MllpReceiver(respond=respond)
+    receiver.start()
+    queue(sqlite_store, "ris", [("A", "IP")])
+    me, other = (OutboxSender(sqlite_store, [destination(receiver.port, max_connections=1)],
+                              poll_interval_s=0.05, instance=name) for name in ("me", "other"))
+    # A positive sign that me's dispatcher ran while A was in flight: each of its turns
+    # starts by clearing its wake-up event (white box: the only trace of a turn in
+    # which it must not touch the store).
+    turns = [0]
+    wake = me._dests[0].wake
+    clear = wake.clear
+
+    def counted_clear() -> None:
+        turns[0] += 1
+        clear()
+
+    monkeypatch.setattr(wake, "clear", counted_clear)
+    try:
+        async with running(me):
+            await asyncio.to_thread(receiver.wait_for, 1, 20.0)  # A is in flight
+            queue(sqlite_store, "ris", [("B", "IP")])
+            me.wake()
+            seen = turns[0]
+            await until(lambda: turns[0] >= seen + 3, timeout=20)
+            async with running(other):
+                await until(lambda: states(sqlite_store)["B-IP"] == "sent", timeout=20)
+            release.set()
+            await until(lambda: states(sqlite_store)["A-IP"] == "sent", timeout=20)
+    finally:
+        release.set()
+        receiver.stop()
+    assert (me.stats.sent, other.stats.sent) == (1, 1)
+    assert [m.control_id for m in receiver.messages] == ["A-IP", "B-IP"]
+    assert not any(reads), "the outbox was read while every connection was busy"
 
 
 async def test_an_outcome_after_the_claim_was_taken_over_is_not_recorded(

@@ -58,6 +58,20 @@ def store_failure(why: BaseException | str, undone: str) -> str:
     return f"store error: {why}; {undone}"
 
 
+# The database drivers, by top-level package: their errors share no class to catch.
+DRIVERS = frozenset({"sqlite3", "sqlcipher3", "psycopg"})
+
+
+def from_the_store(exc: BaseException) -> bool:
+    """Whether ``exc`` is a store failure: a StoreError, or a database driver's own
+    error that a write job raised. For a command whose ``try`` also runs other work
+    (``import`` reads files): an error of that work stays a traceback, not a
+    ``store error`` line that would blame the store for a bug."""
+    from bridge.store import StoreError
+
+    return isinstance(exc, StoreError) or type(exc).__module__.split(".")[0] in DRIVERS
+
+
 def print_help(parser: argparse.ArgumentParser) -> int:
     """A command group run without its action: its help, and the usage exit code."""
     parser.print_help()

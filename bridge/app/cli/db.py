@@ -185,7 +185,9 @@ def _backup(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         report = backup_sqlite(settings.sqlite_path, args.path, settings.store.sqlcipher_key())
-    except StoreError as exc:
+    except (StoreError, OSError) as exc:
+        # OSError: the new file's folder refuses it (read-only, full); the store was
+        # only read, and backup_sqlite removes its partial copy.
         print(f"db backup: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(f"backup of {settings.sqlite_path} written to {report.path}")
@@ -210,8 +212,11 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+_DONE = {"encrypt": "encrypted", "decrypt": "decrypted", "rekey": "re-keyed"}
+
+
 def _convert(args: argparse.Namespace) -> int:
-    from bridge.app.cli.common import EXIT_CONFIG, settings_from
+    from bridge.app.cli.common import EXIT_CONFIG, settings_from, store_failure
     from bridge.store import StoreError
     from bridge.store.cipher import convert, read_key
 
@@ -238,7 +243,12 @@ def _convert(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"db {args.action}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    done = {"encrypt": "encrypted", "decrypt": "decrypted", "rekey": "re-keyed"}[args.action]
+    except OSError as exc:
+        # The store's own file or folder refuses the write (read-only, full, immutable):
+        # convert replaces the store only by its last step and removes its new copy.
+        print(store_failure(exc, f"the store is not {_DONE[args.action]}"), file=sys.stderr)
+        return EXIT_FAILED
+    done = _DONE[args.action]
     print(f"{settings.sqlite_path} {done}: {sum(counts.values()):,} row(s) in "
           f"{len(counts)} table(s) verified")
     follow = {"encrypt": "keep the key configured; back it up apart from the store",

@@ -32,8 +32,10 @@ from bridge.app.cli.common import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_OK,
+    from_the_store,
     open_configured_store,
     settings_from,
+    store_failure,
 )
 
 if TYPE_CHECKING:
@@ -167,15 +169,19 @@ def _import(args: argparse.Namespace) -> int:
                                          advance=advance)
 
             asyncio.run(run())
-    except StoreError as exc:
-        print(f"store error: {exc}; the batches committed before it stay loaded",
-              file=sys.stderr)
-        return EXIT_FAILED
     except (BrokenProcessPool, KeyboardInterrupt) as exc:
         what = "interrupted" if isinstance(exc, KeyboardInterrupt) else \
             "a worker process reading .wl files died"
         print(f"{what}; the batches committed before stay loaded: run the import again "
               "(what is already stored counts as unchanged)", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:
+        # A write job's own error (sqlite3's "attempt to write a readonly database")
+        # as well as a StoreError; an error of the reading stays a traceback (a bug).
+        if not from_the_store(exc):
+            raise
+        print(store_failure(exc, "the batches committed before it stay loaded"),
+              file=sys.stderr)
         return EXIT_FAILED
     finally:
         _audit_import(settings, store, args, wl_report if wl else None,
@@ -204,7 +210,6 @@ def _audit_import(settings: Settings, store: Store, args: argparse.Namespace,
     OS user as the requestor; also after a failure, with what was committed."""
     from bridge.audit import events
     from bridge.audit.offline import ROLE, OfflineAudit
-    from bridge.store import StoreError
 
     audit = OfflineAudit.from_settings(settings)
     paths = tuple(str(p.resolve()) for p in args.paths)
@@ -215,8 +220,12 @@ def _audit_import(settings: Settings, store: Store, args: argparse.Namespace,
         for fmt, r in (("wl", wl), ("hl7", hl7)) if r is not None]
     try:
         audit.record(store, built)
-    except StoreError as exc:
-        print(f"audit: the import's audit event could not be stored: {exc}", file=sys.stderr)
+    except Exception as exc:
+        # Called in _import's finally: a store failure escaping would replace its exit
+        # code (and the import's own store error line) with a traceback.
+        if not from_the_store(exc):
+            raise
+        print(store_failure(exc, "the import is not audited"), file=sys.stderr)
 
 
 def _import_wl(store: Store, settings: Settings, paths: list[Path], report: ImportReport,

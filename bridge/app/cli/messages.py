@@ -260,7 +260,13 @@ def _purge(args: argparse.Namespace) -> int:
     from bridge.maintenance.retention import purge_now
 
     try:
+        # Only store work runs there (one transaction per batch of the purge),
+        # so anything it raises is a store failure, as under requeue_command.
         counts = purge_now(store, settings.orders.messages)
+    except Exception as exc:  # noqa: BLE001 - one line for the operator, not a traceback
+        print(store_failure(exc, "the purge stopped; the batches purged before it stay "
+                                 "purged"), file=sys.stderr)
+        return EXIT_FAILED
     finally:
         store.close()
     if not counts:
