@@ -189,11 +189,25 @@ def due_heads(store: Store, queue: Queue[R], destination: str, *, now: datetime,
     return [queue.record(r) for r in rows if str(r[at]) not in busy][:limit]
 
 
-def next_due(store: Store, table: str, destination: str) -> str | None:
-    """The earliest ``next_attempt_at`` of any pending row of ``destination``."""
+def next_due(store: Store, queue: Queue[Any], destination: str) -> str | None:
+    """When a head of ``destination`` may next be claimed: the earliest, over the keys'
+    heads, of ``next_attempt_at``, or of ``lease_until`` for a head under a claim
+    that lasts longer (the claim condition of ``claim_heads``).
+
+    Only heads and their claims count: a row queued behind its key's head, or a head
+    being sent (here or by another instance), is not claimable before the head is
+    settled, which wakes the sender anyway (or before the claim lapses). Counting
+    them, a dispatcher with a free connection found a due time in the past and read
+    the store a hundred times a second for as long as the send took.
+    """
+    t, key = queue.table, queue.key
     with reading(store) as (cur, p):
-        cur.execute(f"SELECT MIN(next_attempt_at) FROM {table} WHERE destination = {p} "
-                    f"AND state = {p}", (destination, PENDING))
+        cur.execute(
+            f"SELECT MIN(CASE WHEN q.claimed_by <> '' AND q.lease_until > q.next_attempt_at "
+            f"THEN q.lease_until ELSE q.next_attempt_at END) FROM {t} q "
+            f"WHERE q.destination = {p} AND q.state = {p} AND q.id = (SELECT MIN(i.id) "
+            f"FROM {t} i WHERE i.destination = q.destination AND i.state = q.state "
+            f"AND i.{key} = q.{key})", (destination, PENDING))
         row = cur.fetchone()
         return row[0] if row and row[0] else None
 

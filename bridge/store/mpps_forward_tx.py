@@ -182,8 +182,9 @@ def due_heads(store: Store, destination: str, *, now: datetime, limit: int,
 
 
 def next_due(store: Store, destination: str) -> str | None:
-    """The earliest ``next_attempt_at`` of any pending row of ``destination``."""
-    return claims.next_due(store, "mpps_forward", destination)
+    """When a head of ``destination`` may next be claimed (``claims.next_due``): the
+    dispatcher sleeps until then, unless woken first."""
+    return claims.next_due(store, _QUEUE, destination)
 
 
 def list_rows(store: Store, *, states: Collection[str] = (), destination: str = "",

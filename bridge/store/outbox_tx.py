@@ -192,8 +192,9 @@ def due_heads(store: Store, destination: str, *, now: datetime, limit: int,
 
 
 def next_due(store: Store, destination: str) -> str | None:
-    """The earliest ``next_attempt_at`` of any pending message of ``destination``."""
-    return claims.next_due(store, "outbox", destination)
+    """When a head of ``destination`` may next be claimed (``claims.next_due``): the
+    dispatcher sleeps until then, unless woken first."""
+    return claims.next_due(store, _QUEUE, destination)
 
 
 def list_messages(store: Store, *, states: Collection[str] = (), destination: str = "",

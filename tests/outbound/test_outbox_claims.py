@@ -15,6 +15,7 @@ import pytest
 from bridge.outbound.sender import OutboxSender, lease_seconds
 from bridge.store import Store, outbox_tx
 from bridge.store.outbox_tx import OUTBOX_CHANNEL
+from bridge.store.sqltx import stamp
 from tests.store import conftest as store_fixtures
 
 from .conftest import assert_in_order, destination, pending, queue, until
@@ -56,6 +57,27 @@ def test_only_heads_are_claimed_and_never_twice(store):
     sent = outbox_tx.get_message(store, m["A-IP"].id)
     assert sent is not None and (sent.state, sent.claimed_by, sent.lease_until) == (
         "sent", "", "")
+
+
+def test_next_due_is_when_a_head_may_next_be_claimed(store):
+    """The dispatcher sleeps until next_due: a head's due time, or the end of the
+    lease on a claimed head; never the time of a message queued behind its head
+    (that one is in the past, and the dispatcher would poll without pause while the
+    head is sent)."""
+    queue(store, "ris", [("A", "IP"), ("A", "CM")])
+    m = {x.control_id: x for x in outbox_tx.list_messages(store)}
+    assert outbox_tx.next_due(store, "ris") == m["A-IP"].next_attempt_at
+    assert claim(store, "one", lease_s=3600) == ["A-IP"]
+    held = outbox_tx.get_message(store, m["A-IP"].id)
+    assert held is not None and held.lease_until > m["A-CM"].next_attempt_at
+    assert outbox_tx.next_due(store, "ris") == held.lease_until
+    (b,) = queue(store, "ris", [("B", "IP")])
+    b_due = outbox_tx.get_message(store, b)
+    assert b_due is not None and outbox_tx.next_due(store, "ris") == b_due.next_attempt_at
+    later = datetime.now(UTC) + timedelta(minutes=10)
+    assert write(store, outbox_tx.mark_retry, b, "reply CE", later)
+    assert outbox_tx.next_due(store, "ris") == stamp(later)  # before A's lease ends
+    assert outbox_tx.next_due(store, "pacs") is None
 
 
 def test_a_lapsed_lease_is_taken_over_and_the_old_holder_records_nothing(store):

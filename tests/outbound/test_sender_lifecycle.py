@@ -28,6 +28,7 @@ from bridge.hl7 import FrameDecoder, build_ack, encode_frame, read_header
 from bridge.outbound import sender as sender_module
 from bridge.outbound.sender import OutboxSender
 from bridge.store import Store, StoreTx, outbox_tx, thread_submit
+from bridge.store.sqltx import stamp
 
 from .conftest import REPO, destination, queue, running, states, until
 from .mllp_receiver import MllpReceiver, Received, Reply
@@ -160,7 +161,8 @@ async def test_one_dispatcher_and_a_worker_per_connection_all_ended_by_stop(
     await until(lambda: len(receiver.messages) == 2, timeout=20)
     await until(lambda: set(states(sqlite_store).values()) == {"sent"}, timeout=20)
     await asyncio.wait_for(sender.stop(), 20)
-    assert all(t.done() and not t.cancelled() for t in ours)
+    # Each ended by itself (the workers on their stop marker), none by an error.
+    assert all(t.done() and not t.cancelled() and t.exception() is None for t in ours)
     assert logged(caplog) == ["outbox sender started for ris, pacs", "outbox sender stopped"]
 
 
@@ -256,6 +258,31 @@ async def test_stop_returns_when_every_task_has_ended_even_if_the_release_fails(
     assert states(sqlite_store) == {"A-IP": "pending"}
 
 
+async def test_a_message_handed_out_as_the_sender_stops_is_not_started(
+        sqlite_store: Store, receiver: MllpReceiver) -> None:
+    """stop() comes in the same loop turn as the claim of A (made so here: the claim's
+    own transaction asks for the stop): the worker that gets A does not start it, and
+    stop gives A's claim back, so it waits, untried, for the next start."""
+    queue(sqlite_store, "ris", [("A", "IP")])
+    real = thread_submit(sqlite_store)
+    stopping: list[asyncio.Task[None]] = []
+
+    async def submit(job: Callable[[StoreTx], Any]) -> Any:
+        result = await real(job)
+        if isinstance(result, list) and result and not stopping:  # the claim of A
+            stopping.append(asyncio.ensure_future(sender.stop()))
+        return result
+
+    sender = OutboxSender(sqlite_store, [destination(receiver.port)], poll_interval_s=0.05,
+                          submit=submit, instance="me")
+    await sender.start()
+    await until(lambda: bool(stopping), timeout=20)
+    await asyncio.wait_for(stopping[0], 20)
+    a = rows(sqlite_store)["A-IP"]
+    assert (a.state, a.attempts, a.claimed_by) == ("pending", 0, "")
+    assert receiver.messages == [] and sender.stats == type(sender.stats)()
+
+
 # --- dispatch and outcomes -----------------------------------------------------------
 
 
@@ -326,6 +353,48 @@ async def test_an_instance_claims_no_more_than_its_free_connections(
     assert (me.stats.sent, other.stats.sent) == (1, 1)
     assert [m.control_id for m in receiver.messages] == ["A-IP", "B-IP"]
     assert not any(reads), "the outbox was read while every connection was busy"
+
+
+async def test_the_dispatcher_does_not_poll_while_an_orders_message_is_in_flight(
+        sqlite_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A-IP is in flight (its ACK held back), A-CM queued behind it, a connection free.
+    Woken, the dispatcher finds nothing to claim and sleeps until the next time a head
+    may be claimed: A-IP's lease end, in the future. (It slept 10 ms at a time, reading
+    the store each time, until A-IP's ACK came: A-CM's due time was in the past.)"""
+    seen: list[str | None] = []
+    real = outbox_tx.next_due
+
+    def next_due(store: Store, name: str) -> str | None:
+        due = real(store, name)
+        seen.append(due)
+        return due
+
+    monkeypatch.setattr(outbox_tx, "next_due", next_due)
+    release = threading.Event()
+
+    def respond(_: Received, __: int) -> Reply:
+        release.wait(30)
+        return Reply()
+
+    receiver = MllpReceiver(respond=respond)
+    receiver.start()
+    queue(sqlite_store, "ris", [("A", "IP")])
+    sender = OutboxSender(sqlite_store, [destination(receiver.port, max_connections=2)],
+                          poll_interval_s=3600)
+    try:
+        async with running(sender):
+            await asyncio.to_thread(receiver.wait_for, 1, 20.0)
+            queue(sqlite_store, "ris", [("A", "CM")])
+            sender.wake()
+            await until(lambda: len(seen) >= 1, timeout=20)
+            now = stamp(datetime.now(UTC))
+            assert all(due is not None and due > now for due in seen), (seen, now)
+            release.set()
+            await until(lambda: states(sqlite_store) == {"A-IP": "sent", "A-CM": "sent"},
+                        timeout=20)
+    finally:
+        release.set()
+        receiver.stop()
 
 
 async def test_an_outcome_after_the_claim_was_taken_over_is_not_recorded(
