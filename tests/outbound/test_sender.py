@@ -4,6 +4,7 @@ restarts. No timing assertions: each test waits for a state, with a deadline."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 
 import pytest
@@ -96,8 +97,9 @@ async def test_ar_is_a_dead_letter_and_ca_is_done(sqlite_store):
     assert dead.last_error == "AR: no reason given"
 
 
-async def test_a_reply_for_another_message_is_not_taken_as_the_ack(sqlite_store):
+async def test_a_reply_for_another_message_is_not_taken_as_the_ack(sqlite_store, caplog):
     queue(sqlite_store, "ris", [("A", "IP")])
+    caplog.set_level(logging.WARNING, logger="bridge.outbound.sender")
     calls = {"n": 0}
 
     def respond(msg: Received, _: int) -> Reply:
@@ -127,6 +129,10 @@ async def test_a_reply_for_another_message_is_not_taken_as_the_ack(sqlite_store)
     (msg,) = outbox_tx.list_messages(sqlite_store)
     assert msg.state == "sent" and msg.attempts == 2
     assert sender.stats.retries == 1
+    # The retry says why: the reply was for another message.
+    assert caplog.records[0].getMessage() == (
+        "status message A-IP to ris not delivered (the reply acknowledges "
+        "'SOMETHING-ELSE', not 'A-IP'); retry 1 in 0.1 s")
 
 
 async def test_restart_with_messages_still_in_the_outbox(tmp_path):
