@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import logging
 import re
+import socket
 import sqlite3
 import threading
 import time
@@ -40,10 +41,11 @@ def rows(store: Store) -> dict[str, outbox_tx.OutboxMessage]:
     return {m.control_id: m for m in outbox_tx.list_messages(store, limit=1000)}
 
 
-def claim(store: Store, instance: str) -> list[str]:
-    """Claim every due head nobody holds a live lease on, for ``instance``, for an hour."""
+def claim(store: Store, instance: str, limit: int = 10) -> list[str]:
+    """Claim the due heads nobody holds a live lease on (the oldest ``limit``), for
+    ``instance``, for an hour."""
     got = store.write_one(lambda tx: outbox_tx.claim_heads(
-        tx, "ris", instance=instance, limit=10, lease_s=3600, now=datetime.now(UTC)))
+        tx, "ris", instance=instance, limit=limit, lease_s=3600, now=datetime.now(UTC)))
     return [m.control_id for m in got]
 
 
@@ -397,31 +399,80 @@ async def test_the_dispatcher_does_not_poll_while_an_orders_message_is_in_flight
         receiver.stop()
 
 
-async def test_an_outcome_after_the_claim_was_taken_over_is_not_recorded(
+async def test_outcomes_after_the_claims_were_taken_over_are_not_recorded(
         sqlite_store: Store, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    """The receiver holds its ACK back past the claim's lease (made 0.2 s here), and
-    another instance takes the message over. The AA then arrives: it is not recorded
-    over the new holder's claim, and the loss is counted and logged."""
+    """The receiver holds each ACK back past the claim's lease (made 0.2 s here), and
+    another instance takes that message over. Each AA then arrives: it is not recorded
+    over the new holder's claim, and each loss is counted and logged."""
     monkeypatch.setattr(sender_module, "LEASE_MARGIN_S", 0.2 - 2 * (0.5 + 5.0))
+    stolen: list[str] = []
 
-    def respond(_: Received, __: int) -> Reply:
+    def respond(msg: Received, _: int) -> Reply:
         time.sleep(0.5)  # the lease (by the database's clock) lapses
-        assert claim(sqlite_store, "other") == ["A-IP"]
+        stolen.extend(claim(sqlite_store, "other", limit=1))
         return Reply()
 
     receiver = MllpReceiver(respond=respond)
     receiver.start()
-    queue(sqlite_store, "ris", [("A", "IP")])
-    sender = OutboxSender(sqlite_store, [destination(receiver.port, ack_timeout_s=5.0)],
+    queue(sqlite_store, "ris", [("A", "IP"), ("B", "IP")])
+    sender = OutboxSender(sqlite_store, [destination(receiver.port, ack_timeout_s=5.0,
+                                                     max_connections=1)],
                           poll_interval_s=0.05, instance="me")
     caplog.set_level(logging.WARNING, logger=LOGGER)
     async with running(sender, receiver):
-        await until(lambda: sender.stats.lost_claims == 1, timeout=20)
+        await until(lambda: sender.stats.lost_claims == 2, timeout=20)
+    assert stolen == ["A-IP", "B-IP"]
+    for cid in stolen:
+        m = rows(sqlite_store)[cid]
+        assert (m.state, m.claimed_by, m.sent_at) == ("pending", "other", "")
+        assert f"status message {cid}: the claim lapsed before its outcome was recorded; " \
+               "the instance that took it over sends it again" in logged(caplog)
+
+
+async def test_a_connection_is_kept_for_the_next_message(
+        sqlite_store: Store, receiver: MllpReceiver) -> None:
+    """Not idle for longer than idle_close_s: the next message goes on the same
+    connection."""
+    queue(sqlite_store, "ris", [("A", "IP"), ("A", "CM"), ("B", "IP")])
+    sender = OutboxSender(sqlite_store, [destination(receiver.port, max_connections=1,
+                                                     idle_close_s=3600)],
+                          poll_interval_s=0.05)
+    async with running(sender):
+        await until(lambda: set(states(sqlite_store).values()) == {"sent"}, timeout=20)
+    assert [m.control_id for m in receiver.messages] == ["A-IP", "A-CM", "B-IP"]
+    assert receiver.connections == 1
+
+
+async def test_a_connect_that_hangs_is_given_up_after_connect_timeout(
+        sqlite_store: Store) -> None:
+    """A receiver whose accept queue is full (listen backlog 0, one connection waiting):
+    the kernel drops our SYN, and connect hangs until connect_timeout_s; the retry says
+    so, with the address and the time."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = int(listener.getsockname()[1])
+        fillers = []
+        for _ in range(2):  # fill the accept queue (never accepted)
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex(("127.0.0.1", port))
+            fillers.append(f)
+        try:
+            queue(sqlite_store, "ris", [("A", "IP")])
+            sender = OutboxSender(sqlite_store, [destination(port, connect_timeout_s=0.3,
+                                                             backoff_initial_s=30,
+                                                             backoff_max_s=30)],
+                                  poll_interval_s=0.05)
+            async with running(sender):
+                await until(lambda: rows(sqlite_store)["A-IP"].attempts >= 1, timeout=20)
+        finally:
+            for f in fillers:
+                f.close()
     a = rows(sqlite_store)["A-IP"]
-    assert (a.state, a.claimed_by, a.sent_at) == ("pending", "other", "")
-    assert "status message A-IP: the claim lapsed before its outcome was recorded; the " \
-           "instance that took it over sends it again" in logged(caplog)
+    assert (a.state, a.last_error) == (
+        "pending", f"connecting to 127.0.0.1:{port} took over 0.3 s")
 
 
 @asynccontextmanager
