@@ -86,7 +86,11 @@ def scratch(module: str) -> Path:
 def run(module: str, tests: list[str], children: int) -> dict[str, object]:
     folder = scratch(module)
     (folder / "setup.cfg").write_text(setup_cfg(module, tests), encoding="utf-8")
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    # A mutant that hangs (a stop that never returns, a loop that never wakes) fails its
+    # test after 30 s of wall clock, instead of waiting for mutmut's CPU limit, which an
+    # idle hang never reaches; the default multiplier then only catches busy loops.
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTEST_ADDOPTS": os.environ.get("PYTEST_ADDOPTS", "--timeout 30")}
     start = time.monotonic()
     subprocess.run([str(MUTMUT), "run", "--max-children", str(children)], cwd=folder,
                    env=env, check=False)
