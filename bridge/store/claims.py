@@ -170,6 +170,14 @@ def purge(tx: StoreTx, table: str, state: str, older_than: datetime, *, noun: st
 
 # --- reads (any thread; blocking) ---
 
+def _is_head(queue: Queue[Any]) -> str:
+    """SQL for the reads: row ``q`` is the head of its key (the oldest row in its state
+    for its destination). claim_heads says the same with NOT EXISTS."""
+    t, key = queue.table, queue.key
+    return (f"q.id = (SELECT MIN(i.id) FROM {t} i WHERE i.destination = q.destination "
+            f"AND i.state = q.state AND i.{key} = q.{key})")
+
+
 def due_heads(store: Store, queue: Queue[R], destination: str, *, now: datetime, limit: int,
               busy: Collection[str] = ()) -> list[R]:
     """The head of each key of ``destination`` that is due by ``now`` and not under a
@@ -179,8 +187,7 @@ def due_heads(store: Store, queue: Queue[R], destination: str, *, now: datetime,
     with reading(store) as (cur, p):
         cur.execute(
             f"SELECT {queue.select('q')} FROM {t} q WHERE q.destination = {p} "
-            f"AND q.state = {p} AND q.id = (SELECT MIN(i.id) FROM {t} i "
-            f"WHERE i.destination = q.destination AND i.state = q.state AND i.{key} = q.{key}) "
+            f"AND q.state = {p} AND {_is_head(queue)} "
             f"AND q.next_attempt_at <= {p} AND (q.claimed_by = '' OR q.lease_until < {p}) "
             f"ORDER BY q.id LIMIT {int(limit + len(busy))}",
             (destination, PENDING, stamp(now), stamp(now)))
@@ -200,14 +207,12 @@ def next_due(store: Store, queue: Queue[Any], destination: str) -> str | None:
     them, a dispatcher with a free connection found a due time in the past and read
     the store a hundred times a second for as long as the send took.
     """
-    t, key = queue.table, queue.key
     with reading(store) as (cur, p):
         cur.execute(
             f"SELECT MIN(CASE WHEN q.claimed_by <> '' AND q.lease_until > q.next_attempt_at "
-            f"THEN q.lease_until ELSE q.next_attempt_at END) FROM {t} q "
-            f"WHERE q.destination = {p} AND q.state = {p} AND q.id = (SELECT MIN(i.id) "
-            f"FROM {t} i WHERE i.destination = q.destination AND i.state = q.state "
-            f"AND i.{key} = q.{key})", (destination, PENDING))
+            f"THEN q.lease_until ELSE q.next_attempt_at END) FROM {queue.table} q "
+            f"WHERE q.destination = {p} AND q.state = {p} AND {_is_head(queue)}",
+            (destination, PENDING))
         row = cur.fetchone()
         return row[0] if row and row[0] else None
 

@@ -7,8 +7,7 @@ is the SQL). No timing assertions: each test waits for a state, with a deadline.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
@@ -25,6 +24,7 @@ from bridge.store import Store, mpps_forward_tx, mpps_tx
 from bridge.telemetry import Metrics
 from bridge.worklist import WorklistSCP
 from bridge.worklist.settings import DicomSettings, WorklistSettings
+from tests.waiting import until
 
 from .conftest import MPPS, create_ds, final_ds, mapped_steps
 from .mpps_pacs import PacsScp
@@ -40,14 +40,6 @@ def forward_settings(pacs: PacsScp, **kw: object) -> MppsForwardSettings:
     dest.update(kw)
     return MppsForwardSettings.model_validate({"poll_interval_s": 0.2,
                                                "destinations": [dest]})
-
-
-async def until(check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def states(store: Store) -> list[tuple[str, str, str]]:

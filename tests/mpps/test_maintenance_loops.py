@@ -6,10 +6,8 @@ runs and does its work: here, the purge of an old row."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,14 +20,7 @@ from bridge.maintenance.settings import HousekeepingSettings
 from bridge.orders.settings import MessageLogSettings
 from bridge.store import CommitQueue, InboundMessage, Store, thread_submit
 from bridge.store.orders_tx import OrdersTx
-
-
-async def until(check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
+from tests.waiting import until
 
 
 def failing_once(submit: Callable[[Any], Awaitable[Any]], calls: list[str]

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import asyncio
 import itertools
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -59,14 +57,6 @@ def destination(port: int, **kw: object) -> OutboundDestination:
                                    backoff_max_s=0.2, max_connections=2)
     base.update(kw)
     return OutboundDestination.model_validate(base)
-
-
-async def until(check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def states(target: Store) -> dict[str, str]:

@@ -17,8 +17,9 @@ from bridge.store import Store, outbox_tx
 from bridge.store.outbox_tx import OUTBOX_CHANNEL
 from bridge.store.sqltx import stamp
 from tests.store import conftest as store_fixtures
+from tests.waiting import until
 
-from .conftest import assert_in_order, destination, pending, queue, until
+from .conftest import assert_in_order, destination, pending, queue
 
 pg_dsn = store_fixtures.pg_dsn  # the fixtures: two instances on one database
 pg_pair = store_fixtures.pg_pair

@@ -11,8 +11,9 @@ import pytest
 
 from bridge.outbound.sender import OutboxSender
 from bridge.store import SqliteStore, Store, outbox_tx
+from tests.waiting import until
 
-from .conftest import assert_in_order, destination, pending, queue, running, states, until
+from .conftest import assert_in_order, destination, pending, queue, running, states
 from .mllp_receiver import MllpReceiver, Received, Reply, reserve_port
 
 

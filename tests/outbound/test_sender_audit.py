@@ -15,8 +15,9 @@ from bridge.outbound.sender import OutboxSender
 from bridge.store import Store, outbox_tx
 from bridge.store.outbox_tx import NewMessage
 from tests.audit.rsyslog import built_events, summary
+from tests.waiting import until
 
-from .conftest import destination, pending, running, states, until
+from .conftest import destination, pending, running, states
 from .mllp_receiver import MllpReceiver, Reply
 
 SOURCE = AuditSource("MWLBRIDGE-T", "SITE")

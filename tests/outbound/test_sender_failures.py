@@ -13,8 +13,9 @@ import pytest
 from bridge.outbound import sender as sender_module
 from bridge.outbound.sender import OutboxSender
 from bridge.store import Store, outbox_tx
+from tests.waiting import until
 
-from .conftest import destination, pending, queue, running, states, until
+from .conftest import destination, pending, queue, running, states
 from .mllp_receiver import MllpReceiver, reserve_port
 
 

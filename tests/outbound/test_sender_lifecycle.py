@@ -30,8 +30,9 @@ from bridge.outbound import sender as sender_module
 from bridge.outbound.sender import OutboxSender
 from bridge.store import Store, StoreTx, outbox_tx, thread_submit
 from bridge.store.sqltx import stamp
+from tests.waiting import until
 
-from .conftest import REPO, destination, queue, running, states, until
+from .conftest import REPO, destination, queue, running, states
 from .mllp_receiver import MllpReceiver, Received, Reply
 
 LOGGER = "bridge.outbound.sender"

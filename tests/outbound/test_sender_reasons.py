@@ -33,8 +33,9 @@ from bridge.store import Store, outbox_tx
 from bridge.store.sqltx import parse_stamp
 from bridge.telemetry import Metrics
 from tests.tlscerts import Pki, make_pki
+from tests.waiting import until
 
-from .conftest import destination, queue, running, until
+from .conftest import destination, queue, running
 from .mllp_receiver import MllpReceiver, Received, Reply, reserve_port
 from .tls_receiver import TlsMllpReceiver
 

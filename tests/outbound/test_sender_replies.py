@@ -7,8 +7,9 @@ from __future__ import annotations
 from bridge.hl7 import encode_frame
 from bridge.outbound.sender import OutboxSender
 from bridge.store import outbox_tx
+from tests.waiting import until
 
-from .conftest import destination, pending, queue, running, until
+from .conftest import destination, pending, queue, running
 from .mllp_receiver import MllpReceiver, Received, Reply
 
 

@@ -21,8 +21,9 @@ from bridge.store import SqliteStore, Store, outbox_tx
 from bridge.store.outbox_tx import NewMessage
 from bridge.tls import TlsConfigError
 from tests.tlscerts import Pki, make_pki
+from tests.waiting import until
 
-from .conftest import pending, running, states, until
+from .conftest import pending, running, states
 from .tls_receiver import TlsMllpReceiver
 
 REPO = Path(__file__).resolve().parents[2]
