@@ -59,6 +59,10 @@ def destination(port: int, **kw: object) -> OutboundDestination:
     return OutboundDestination.model_validate(base)
 
 
+def rows(target: Store) -> dict[str, outbox_tx.OutboxMessage]:
+    return {m.control_id: m for m in outbox_tx.list_messages(target, limit=1000)}
+
+
 def states(target: Store) -> dict[str, str]:
     return {m.control_id: m.state for m in outbox_tx.list_messages(target, limit=1000)}
 

@@ -32,14 +32,10 @@ from bridge.store import Store, StoreTx, outbox_tx, thread_submit
 from bridge.store.sqltx import stamp
 from tests.waiting import until
 
-from .conftest import REPO, destination, queue, running, states
+from .conftest import REPO, destination, queue, rows, running, states
 from .mllp_receiver import MllpReceiver, Received, Reply
 
 LOGGER = "bridge.outbound.sender"
-
-
-def rows(store: Store) -> dict[str, outbox_tx.OutboxMessage]:
-    return {m.control_id: m for m in outbox_tx.list_messages(store, limit=1000)}
 
 
 def claim(store: Store, instance: str, limit: int = 10) -> list[str]:

@@ -35,7 +35,7 @@ from bridge.telemetry import Metrics
 from tests.tlscerts import Pki, make_pki
 from tests.waiting import until
 
-from .conftest import destination, queue, running
+from .conftest import destination, queue, rows, running
 from .mllp_receiver import MllpReceiver, Received, Reply, reserve_port
 from .tls_receiver import TlsMllpReceiver
 
@@ -152,10 +152,6 @@ def counted(metrics: Metrics, outcome: str) -> float | None:
     """The destination's ``mwl_bridge_outbox_<outcome>_total`` counter."""
     return metrics.registry.get_sample_value(f"mwl_bridge_outbox_{outcome}_total",
                                              {"destination": "ris"})
-
-
-def rows(store: Store) -> dict[str, outbox_tx.OutboxMessage]:
-    return {m.control_id: m for m in outbox_tx.list_messages(store, limit=1000)}
 
 
 async def test_negative_acks_are_dead_letters_with_the_receivers_text(
